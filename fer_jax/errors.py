@@ -1,0 +1,25 @@
+"""The project's exception types: one base class, so CLIs can turn them into clean messages."""
+
+
+class FerError(Exception):
+    """Base class of every error fer-jax raises on purpose (bad input, bad checkpoint, bad config)."""
+
+
+class FerDataError(FerError):
+    """Bad or missing input data. The message names the file and the record (line or member)."""
+
+    def __init__(self, message: str, *, path: str | None = None, record: str | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if record is not None:
+                where += f" [{record}]"
+            where += ": "
+        super().__init__(where + message)
+        self.path = path
+        self.record = record
+        self.reason = message
+
+
+class FerCheckpointError(FerError):
+    """A checkpoint that cannot be read or does not match the model/config being restored."""
