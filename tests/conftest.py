@@ -1,0 +1,28 @@
+"""Shared fixtures. Two host CPU devices are forced for the whole session (before jax is
+imported anywhere) so jit-vs-pmap parity and multi-device code are tested on this machine."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+from fer_jax.data import synthetic  # noqa: E402
+
+REAL_ZIP = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/fer2013/fer2013_images.zip"
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """A small synthetic dataset (train 420, val 140, test 140), shared by the whole session."""
+    return synthetic.generate(num_train=420, num_val=140, num_test=140, seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_zip():
+    """Path of the shared FER-2013 zip; skips the test when it is absent."""
+    if not REAL_ZIP.exists():
+        pytest.skip(f"real FER-2013 not present at {REAL_ZIP}")
+    return REAL_ZIP
