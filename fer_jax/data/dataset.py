@@ -33,10 +33,10 @@ class Split:
         return int(self.labels.shape[0])
 
     @classmethod
-    def empty(cls) -> "Split":
+    def empty(cls) -> Split:
         return cls(np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros((0,), np.int32))
 
-    def take(self, indices: np.ndarray) -> "Split":
+    def take(self, indices: np.ndarray) -> Split:
         """The sub-split at ``indices`` (copies)."""
         return Split(self.images[indices], self.labels[indices])
 
