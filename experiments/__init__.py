@@ -1,0 +1,1 @@
+"""Short experiment entry points (``python -m experiments.<name>``)."""
