@@ -118,8 +118,11 @@ def sample_params(label: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def class_counts(total: int) -> np.ndarray:
-    """Per-class counts summing to ``total`` in FER-2013's training proportions (>= 2 each)."""
-    counts = np.maximum(2, np.floor(total * FER_TRAIN_COUNTS / FER_TRAIN_COUNTS.sum())).astype(int)
+    """Per-class counts summing to ``total`` in FER-2013's training proportions (>= 1 each)."""
+    if total < len(EMOTIONS):
+        raise ValueError(f"a synthetic split needs at least {len(EMOTIONS)} images (one per "
+                         f"class), got {total}")
+    counts = np.maximum(1, np.floor(total * FER_TRAIN_COUNTS / FER_TRAIN_COUNTS.sum())).astype(int)
     counts[np.argmax(counts)] += total - counts.sum()
     return counts
 
