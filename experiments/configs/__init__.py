@@ -1,0 +1,1 @@
+"""Experiment configurations (``get_config()`` -> ml_collections.ConfigDict), one per file."""

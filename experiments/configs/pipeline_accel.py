@@ -1,0 +1,30 @@
+"""Pipeline on real FER-2013 on one accelerator: the accelerator conditional GAN
+(``gan_accel.py``, half its steps), up to 4000 synthetic faces per minority class, and the
+engine's accelerator classifier (``accel.py``: ``vgg_fer``, bf16, batch 256) for the flat
+model and each two-tier member.
+
+    python -m experiments.pipeline --config experiments/configs/pipeline_accel.py \\
+        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/pipeline_accel
+"""
+
+from experiments.configs import accel, gan_accel, pipeline_default
+
+
+def member(num_epochs: int):
+    """The engine's accelerator classifier for ``num_epochs`` class-balanced epochs."""
+    return pipeline_default.classifier(accel.get_config(), num_epochs=num_epochs)
+
+
+def get_config():
+    config = pipeline_default.get_config()
+    config.data.synthetic_sizes = None            # real data: pass --data
+    config.gan = gan_accel.get_config()
+    config.gan.num_steps = 20000
+    config.synthesize.max_per_class = 4000
+    config.flat = member(num_epochs=40)
+    config.flat.grouping = config.get_ref("setting")
+    config.two_tier.tier1 = member(num_epochs=30)
+    config.two_tier.negative = member(num_epochs=30)
+    config.two_tier.positive = member(num_epochs=30)
+    config.eval.gan_samples_per_class = 500
+    return config

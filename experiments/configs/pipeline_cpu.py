@@ -1,0 +1,37 @@
+"""Pipeline on real FER-2013 on this 2-core CPU, as a background run of about an hour: a short
+run of the CPU conditional GAN (``gan_cpu.py``), up to 2000 synthetic faces per minority
+class, and the engine's CPU classifier (``cpu.py``) trained briefly on class-balanced epochs
+of ``target_per_class`` images per class (flat model and each two-tier member).
+
+    nohup python -m experiments.pipeline --config experiments/configs/pipeline_cpu.py \\
+        --data ../shared/data/fer2013/fer2013_images.zip \\
+        --workdir checkpoints/pipeline_cpu > checkpoints/pipeline_cpu.log 2>&1 &
+"""
+
+from experiments.configs import cpu, gan_cpu, pipeline_default
+
+
+def member(num_epochs: int, target_per_class: int):
+    """The engine's CPU classifier for ``num_epochs`` class-balanced epochs."""
+    config = pipeline_default.classifier(cpu.get_config(), num_epochs=num_epochs)
+    config.data.target_per_class = target_per_class
+    config.progress = False
+    return config
+
+
+def get_config():
+    config = pipeline_default.get_config()
+    config.data.synthetic_sizes = None            # real data: pass --data
+    config.gan = gan_cpu.get_config()
+    config.gan.num_steps = 1200                   # ~15 min (gan_cpu trains 4000 on its own)
+    config.gan.checkpoint_every = 200
+    config.gan.sample_every = 400
+    config.synthesize.max_per_class = 2000
+    # 2500 images per class per epoch: 17.5k per flat epoch (FER-2013 train has 28.7k).
+    config.flat = member(num_epochs=6, target_per_class=2500)
+    config.flat.grouping = config.get_ref("setting")
+    config.two_tier.tier1 = member(num_epochs=5, target_per_class=2500)
+    config.two_tier.negative = member(num_epochs=6, target_per_class=2500)
+    config.two_tier.positive = member(num_epochs=6, target_per_class=2500)
+    config.eval.gan_samples_per_class = 300
+    return config

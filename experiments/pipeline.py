@@ -1,0 +1,391 @@
+"""Runs the whole project: data, GAN, synthetic faces, training mix, flat and two-tier models.
+
+Stages: data -> conditional GAN -> synthetic minority faces -> training mix -> flat and
+two-tier classifiers -> evaluation -> report.
+
+    python -m experiments.pipeline [--data PATH] [--config experiments/configs/pipeline_X.py]
+        [--workdir DIR] [--until STAGE] [--config.key=value ...]
+
+Defaults: ``pipeline_default`` on the embedded SYNTHETIC faces, workdir
+``checkpoints/pipeline``. Each stage writes ``stages/<stage>.json`` (its outputs and time)
+when it finishes; a rerun skips finished stages, and a stage that was killed continues from
+its checkpoints (classifier engine and GAN resume). The workdir ends up with ``report.md``,
+``results.json`` and the figures it links.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+
+import ml_collections
+import numpy as np
+
+from experiments import report as report_lib
+from experiments import synthesize
+from experiments.cli import add_data_argument, run_main
+from experiments.evaluate import evaluate
+from experiments.train_classifier import parse_config
+from fer_jax import classes, train, two_tier
+from fer_jax.data import load, sampling
+from fer_jax.errors import FerError
+from gan import metrics as gan_metrics
+from gan import train as gan_train
+from gan.sample import load_generators
+
+DEFAULT_CONFIG = pathlib.Path(__file__).parent / "configs" / "pipeline_default.py"
+DEFAULT_WORKDIR = pathlib.Path("checkpoints") / "pipeline"
+SYNTHETIC_NPZ = "synthetic.npz"
+
+
+class Interrupted(FerError):
+    """A training stage stopped on SIGTERM/SIGINT after checkpointing."""
+
+    def __init__(self, stage: str, signal_number: int):
+        super().__init__(f"stage {stage!r} stopped by signal {signal_number}; its checkpoint is "
+                         "saved: rerun the same command to resume")
+        self.signal_number = signal_number
+
+
+# ----------------------------------------------------------------------------- stage records
+class StageLog:
+    """Done-markers of a workdir: ``stages/<name>.json`` = ``{"seconds", "outputs"}``."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.directory = workdir / "stages"
+
+    def get(self, name: str) -> dict | None:
+        path = self.directory / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def mark(self, name: str, outputs: dict, seconds: float) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_json(self.directory / f"{name}.json", {"stage": name, "seconds": seconds,
+                                                     "outputs": outputs})
+
+
+def write_json(path: pathlib.Path, value) -> None:
+    """Writes JSON atomically (temporary file + rename): a killed run never leaves half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=1, default=_to_builtin) + "\n")
+    os.replace(temporary, path)
+
+
+def _to_builtin(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Records the config in ``<workdir>/config.json``; refuses to continue a workdir that was
+    started with a different config (its finished stages would not match)."""
+    current = json.loads(config.to_json_best_effort())
+    path = workdir / "config.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            changed = sorted(_diff(saved, current))
+            raise FerError(f"{workdir}: this workdir was started with another config (changed: "
+                           f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); use "
+                           "another --workdir or the original config")
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json(path, current)
+
+
+def _diff(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [key for k in sorted(set(a) | set(b))
+                for key in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# ----------------------------------------------------------------------------- helpers
+def load_data(config: ml_collections.ConfigDict):
+    """The FerData that ``config.data`` names (None source: the synthetic faces)."""
+    sizes = config.data.get("synthetic_sizes")
+    return load(config.data.source, val_fraction=config.data.val_fraction,
+                seed=config.data.split_seed, synthetic_sizes=dict(sizes) if sizes else None)
+
+
+def classifier_config(section: ml_collections.ConfigDict,
+                      synthetic_npz: pathlib.Path | None) -> ml_collections.ConfigDict:
+    """An engine config from a pipeline classifier section: ``data.synthetic_npz`` points at
+    the pipeline's synthetic faces when the section has ``data.gan_mixing``."""
+    config = section.copy_and_resolve_references()
+    config.data.synthetic_npz = (str(synthetic_npz) if config.data.get("gan_mixing")
+                                 and synthetic_npz is not None else None)
+    return config
+
+
+def synthetic_per_class(train_counts: dict[str, int], names, *, grouping,
+                        max_synthetic_share: float, max_per_class: int) -> dict[str, int]:
+    """Synthetic images to generate for each class of ``names`` in ``grouping``: as many as
+    the training mix can use (the gap to the majority count, capped at ``max_synthetic_share``
+    of it, see :func:`fer_jax.data.sampling.build_training_mix`), at most ``max_per_class``."""
+    target = max(train_counts[name] for name in grouping.class_names)
+    cap = int(np.floor(max_synthetic_share * target + 1e-9))
+    counts = {name: min(target - train_counts[name], cap, max_per_class) for name in names
+              if name in grouping.class_names}
+    return {name: n for name, n in counts.items() if n > 0}
+
+
+def _mixing_sections(config) -> list[ml_collections.ConfigDict]:
+    sections = [config.flat] + [config.two_tier[m] for m in two_tier.MEMBERS]
+    return [s for s in sections if s.data.get("gan_mixing")]
+
+
+# ----------------------------------------------------------------------------- the pipeline
+class Pipeline:
+    """Runs the stages of one config in one workdir, skipping finished ones."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                 data=None):
+        """``data``: the FerData ``config.data`` names, when the caller has it loaded."""
+        self.config = config
+        self.workdir = pathlib.Path(workdir)
+        self.stages = StageLog(self.workdir)
+        self._data = data
+        self.setting = two_tier.setting_grouping(config.setting)  # validates the setting
+        self.steps: list[tuple[str, Callable[[], dict]]] = [
+            ("data", self.stage_data), ("gan", self.stage_gan),
+            ("synthesize", self.stage_synthesize), ("mix", self.stage_mix),
+            ("flat", self.stage_flat), ("two_tier", self.stage_two_tier),
+            ("evaluate", self.stage_evaluate), ("report", self.stage_report)]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.steps]
+
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = load_data(self.config)
+        return self._data
+
+    @property
+    def synthetic_npz(self) -> pathlib.Path:
+        return self.workdir / SYNTHETIC_NPZ
+
+    def outputs(self, stage: str) -> dict:
+        record = self.stages.get(stage)
+        if record is None:
+            raise FerError(f"{self.workdir}: stage {stage!r} has not finished")
+        return record["outputs"]
+
+    def run(self, until: str | None = None) -> dict:
+        """Runs every unfinished stage in order (up to and including ``until``); returns
+        ``{stage: seconds}`` of the stages run now (0 for skipped ones)."""
+        if until is not None and until not in self.names:
+            raise FerError(f"unknown stage {until!r}; stages: {', '.join(self.names)}")
+        check_config(self.workdir, self.config)
+        timings = {}
+        for index, (name, stage) in enumerate(self.steps, 1):
+            prefix = f"[{index}/{len(self.steps)}] {name}"
+            if self.stages.get(name) is not None:
+                print(f"{prefix}: skipped (finished earlier; stages/{name}.json)", flush=True)
+                timings[name] = 0.0
+            else:
+                print(f"{prefix}: running", flush=True)
+                start = time.perf_counter()
+                outputs = stage()
+                timings[name] = time.perf_counter() - start
+                self.stages.mark(name, outputs, timings[name])
+                print(f"{prefix}: done in {timings[name]:.1f}s", flush=True)
+            if name == until:
+                break
+        return timings
+
+    # ------------------------------------------------------------------------- stages
+    def stage_data(self) -> dict:
+        data = self.data
+        print(f"  data: {data.source}" + ("  (SYNTHETIC: not FER-2013)" if data.synthetic else ""))
+        for split, counts in data.counts().items():
+            print(f"  {split:>5}: {sum(counts.values()):6d} " +
+                  " ".join(f"{name} {n}" for name, n in counts.items()))
+        return {"source": data.source, "synthetic": data.synthetic, "counts": data.counts(),
+                "skipped": len(data.skipped), "splits": [s for s in ("train", "val", "test")
+                                                         if data.has(s)]}
+
+    def stage_gan(self) -> dict:
+        summary = gan_train.train_gan(self.config.gan, self.workdir / "gan", self.data)
+        for run in summary["runs"].values():
+            if run.get("interrupted") is not None:
+                raise Interrupted("gan", run["interrupted"])
+        return summary
+
+    def stage_synthesize(self) -> dict:
+        sections = _mixing_sections(self.config)
+        share = max((s.data.max_synthetic_share for s in sections), default=0.0)
+        per_class = synthetic_per_class(
+            self.data.split("train").counts(), self.config.synthesize.classes,
+            grouping=self.setting, max_synthetic_share=share,
+            max_per_class=self.config.synthesize.max_per_class)
+        if not per_class:
+            print("  no minority class needs synthetic images (or no classifier mixes them)")
+            return {"path": None, "per_class": {}}
+        synthesize.main(["--workdir", str(self.workdir / "gan"),
+                         "--per-class", ",".join(f"{k}={v}" for k, v in per_class.items()),
+                         "--out", str(self.synthetic_npz), "--seed",
+                         str(self.config.synthesize.seed),
+                         "--grid", str(self.workdir / report_lib.FIGURES["gan_samples"])])
+        written = sampling.load_synthetic_npz(self.synthetic_npz).counts()
+        return {"path": SYNTHETIC_NPZ, "per_class": {k: v for k, v in written.items() if v}}
+
+    def _synthetic_path(self) -> pathlib.Path | None:
+        return self.synthetic_npz if self.outputs("synthesize")["path"] else None
+
+    def classifier_sections(self) -> dict[str, ml_collections.ConfigDict]:
+        """Engine configs of the flat model and the two-tier members, ready to train."""
+        npz = self._synthetic_path()
+        sections = {"flat": classifier_config(self.config.flat, npz)}
+        for member in two_tier.MEMBERS:
+            sections[member] = classifier_config(
+                two_tier.member_config(self.config.two_tier, member), npz)
+        return sections
+
+    def stage_mix(self) -> dict:
+        synthetic = sampling.load_synthetic_npz(self.synthetic_npz) \
+            if self._synthetic_path() else None
+        mixes = {}
+        for name, section in self.classifier_sections().items():
+            mix = sampling.build_training_mix(
+                self.data.split("train"), synthetic if section.data.synthetic_npz else None,
+                oversample=section.data.oversample,
+                target_per_class=section.data.target_per_class,
+                max_synthetic_share=section.data.max_synthetic_share,
+                classes=classes.grouping(section.grouping), seed=section.seed)
+            mixes[name] = {"grouping": section.grouping, "images_per_epoch": len(mix),
+                           "per_class": mix.summary()}
+        print(report_lib.mix_table(mixes["flat"]["per_class"]))
+        return mixes
+
+    def stage_flat(self) -> dict:
+        summary = train.train_and_evaluate(self.classifier_sections()["flat"],
+                                           self.workdir / "flat", self.data)
+        if summary.get("interrupted") is not None:
+            raise Interrupted("flat", summary["interrupted"])
+        return summary
+
+    def stage_two_tier(self) -> dict:
+        config = self.config.two_tier.copy_and_resolve_references()
+        npz = self._synthetic_path()
+        for member in two_tier.MEMBERS:
+            config[member] = classifier_config(config[member], npz)
+        summaries = two_tier.train_two_tier(config, self.workdir / "two_tier", self.data)
+        if summaries["interrupted"] is not None:
+            raise Interrupted("two_tier", summaries["interrupted"])
+        return summaries
+
+    def stage_evaluate(self) -> dict:
+        evaluation = evaluate_models(self.workdir, self.data, self.config)
+        write_json(self.workdir / "evaluation.json", evaluation)
+        return {"path": "evaluation.json"}
+
+    def stage_report(self) -> dict:
+        results = {
+            "data": self.outputs("data"),
+            "setting": self.config.setting,
+            "config": json.loads(self.config.to_json_best_effort()),
+            "gan": self.outputs("gan"),
+            "synthetic": self.outputs("synthesize"),
+            "mix": self.outputs("mix"),
+            "training": {"flat": self.outputs("flat"), "two_tier": self.outputs("two_tier")},
+            "evaluation": json.loads((self.workdir / "evaluation.json").read_text()),
+            "stage_seconds": {name: (self.stages.get(name) or {}).get("seconds")
+                              for name in self.names[:-1]},
+            "reference": report_lib.SEED_REFERENCE,
+        }
+        results["figures"] = report_lib.save_figures(self.workdir, results)
+        write_json(self.workdir / "results.json", results)
+        (self.workdir / "report.md").write_text(report_lib.render_pipeline_report(results))
+        return {"report": "report.md", "results": "results.json", "figures": results["figures"]}
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_models(workdir: pathlib.Path, data, config: ml_collections.ConfigDict) -> dict:
+    """Scores the flat and two-tier models (both routings) on val and, when present, test:
+    in the setting and, for the 7-class setting, also read as 6 classes (the seed's setting);
+    each two-tier member on its own grouping; the GAN's samples by the flat model."""
+    best = config.eval.checkpoint == "best"
+    flat = train.load_predictor(workdir / "flat", best=best)
+    model = two_tier.load_two_tier(workdir / "two_tier", best=best)
+    other = "hard" if model.routing == "soft" else "soft"
+    predictors = {"flat": flat, "two_tier": model.as_predictor(),
+                  f"two_tier_{other}": model.as_predictor(other)}
+    views = [config.setting] + (["six"] if config.setting == "seven" else [])
+    splits = [name for name in ("val", "test") if data.has(name)]
+    out = {"splits": splits, "views": views, "checkpoint": config.eval.checkpoint,
+           "routing": model.routing, "models": {}, "members": {}}
+    for name, predictor in predictors.items():
+        out["models"][name] = {split: {view: evaluate(predictor, data.split(split),
+                                                      classes.grouping(view), tta=config.eval.tta)
+                                       for view in views} for split in splits}
+    for member in two_tier.MEMBERS:
+        predictor = model.member(member)
+        out["members"][member] = {split: evaluate(predictor, data.split(split),
+                                                  predictor.grouping, tta=config.eval.tta)
+                                  for split in splits}
+    out["gan"] = _gan_recognizability(workdir, data, config)
+    return out
+
+
+def _gan_recognizability(workdir: pathlib.Path, data, config) -> dict | None:
+    """GAN metrics (FER-FID, recognizability) judged by the flat model, or None when off."""
+    if not config.eval.gan_samples_per_class:
+        return None
+    return gan_metrics.evaluate_generators(
+        load_generators(workdir / "gan"), data,
+        gan_metrics.load_feature_classifier(workdir / "flat"),
+        samples_per_class=config.eval.gan_samples_per_class, seed=config.synthesize.seed)
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.pipeline", description=__doc__.splitlines()[0],
+        epilog=f"--config PATH picks a config file (default: {DEFAULT_CONFIG.name}); "
+               "--config.KEY=VALUE overrides one field, e.g. --config.flat.num_epochs=3.")
+    add_data_argument(parser)
+    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR),
+                        help=f"output directory (default: {DEFAULT_WORKDIR})")
+    parser.add_argument("--until", metavar="STAGE", default=None,
+                        help="stop after this stage (data, gan, synthesize, mix, flat, "
+                             "two_tier, evaluate, report)")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--config" or a.startswith("--config=") for a in rest):
+        rest = ["--config", str(DEFAULT_CONFIG)] + rest
+    config, _ = parse_config(rest)
+    if args.data is not None:
+        config.data.source = args.data
+    return args, config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, config = parse_args(argv)
+    pipeline = Pipeline(config, args.workdir)
+    start = time.perf_counter()
+    try:
+        timings = pipeline.run(until=args.until)
+    except Interrupted as stopped:
+        print(f"interrupted: {stopped}", file=sys.stderr)
+        return 128 + stopped.signal_number
+    print(report_lib.timing_table(timings, time.perf_counter() - start))
+    evaluation = pipeline.workdir / "evaluation.json"
+    if evaluation.is_file():
+        print(report_lib.summary_table(json.loads(evaluation.read_text())))
+    if pipeline.stages.get("report"):
+        print(f"report: {pipeline.workdir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

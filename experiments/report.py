@@ -1,0 +1,328 @@
+"""Tables, figures and the markdown report of the pipeline and the ablation.
+
+Everything here reads the JSON the pipeline stages wrote (``classification_report`` dicts from
+:mod:`fer_jax.metrics`), so a report can be rebuilt without touching a model.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fer_jax import plots
+
+# The seed project's published result: its Keras CNN in the 6-class setting (disgust dropped),
+# per-class recall on its test split and overall accuracy (fractions).
+SEED_REFERENCE = {
+    "setting": "six",
+    "accuracy": 0.65,
+    "recall": {"angry": 0.58, "fear": 0.45, "happy": 0.84, "neutral": 0.59, "sad": 0.59,
+               "surprise": 0.76},
+}
+
+FIGURES = {
+    "confusion_flat": "confusion_flat.png",
+    "confusion_two_tier": "confusion_two_tier.png",
+    "recall_vs_seed": "recall_vs_seed.png",
+    "gan_samples": "gan_samples.png",
+    "curves": "curves.png",
+}
+MODEL_LABELS = {"flat": "flat", "two_tier": "two-tier", "two_tier_soft": "two-tier (soft)",
+                "two_tier_hard": "two-tier (hard)"}
+VIEW_LABELS = {"seven": "7-class", "six": "6-class"}
+
+
+# ----------------------------------------------------------------------------- formatting
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A GitHub markdown table; the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """An aligned plain-text table for the terminal."""
+    cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def recall(report: Mapping, name: str) -> float | None:
+    """Recall of class ``name`` in a classification report (None when the class is absent)."""
+    row = report["per_class"].get(name)
+    return None if row is None else row["recall"]
+
+
+def main_split(evaluation: Mapping) -> str:
+    """The split the headline numbers come from: test when present, else val."""
+    return "test" if "test" in evaluation["splits"] else "val"
+
+
+# ----------------------------------------------------------------------------- tables
+def results_rows(evaluation: Mapping) -> list[list[str]]:
+    """One row per (model, split): accuracy, macro-F1 and disgust recall in the setting, and
+    accuracy/macro-F1 read in the 6-class setting."""
+    rows = []
+    labels = {**MODEL_LABELS, "two_tier": f"two-tier ({evaluation['routing']})"}
+    for model, by_split in evaluation["models"].items():
+        for split, views in by_split.items():
+            first = views[evaluation["views"][0]]
+            six = views.get("six")
+            rows.append([labels[model], split, percent(first["accuracy"]),
+                         percent(first["macro_f1"]), percent(recall(first, "disgust")),
+                         percent(six and six["accuracy"]), percent(six and six["macro_f1"])])
+    return rows
+
+
+RESULTS_HEADER = ("model", "split", "accuracy", "macro-F1", "disgust recall", "accuracy (6)",
+                  "macro-F1 (6)")
+
+
+def summary_table(evaluation: Mapping) -> str:
+    """The final terminal table of the pipeline (percentages)."""
+    return text_table(RESULTS_HEADER, results_rows(evaluation))
+
+
+def timing_table(timings: Mapping[str, float], total: float) -> str:
+    rows = [[name, "skipped" if seconds == 0 else f"{seconds:.1f}s"]
+            for name, seconds in timings.items()]
+    return text_table(("stage", "time"), rows + [["total", f"{total:.1f}s"]])
+
+
+def mix_table(per_class: Mapping[str, Mapping[str, int]], *, markdown: bool = False) -> str:
+    """Per class: real images, synthetic images available, draws per epoch (and how many of
+    them synthetic), from ``TrainingMix.summary()``."""
+    rows = [[name, c["real"], c["synthetic"], c["sampled"], c["sampled_synthetic"]]
+            for name, c in per_class.items()]
+    header = ("class", "real", "synthetic", "drawn per epoch", "of them synthetic")
+    return (markdown_table if markdown else text_table)(header, rows)
+
+
+def seed_comparison_rows(reports: Mapping[str, Mapping]) -> list[list[str]]:
+    """Per-class recall of each named 6-class report beside the seed's, then accuracy."""
+    rows = [[name, percent(reference)] + [percent(recall(r, name)) for r in reports.values()]
+            for name, reference in SEED_REFERENCE["recall"].items()]
+    rows.append(["**accuracy**", percent(SEED_REFERENCE["accuracy"])]
+                + [percent(r["accuracy"]) for r in reports.values()])
+    return rows
+
+
+# ----------------------------------------------------------------------------- figures
+def training_history(workdir: pathlib.Path, runs: Mapping[str, str]) -> list[dict]:
+    """Per-epoch records of several engine runs merged by epoch, series prefixed by run name
+    (``flat_val_accuracy`` ...), for :func:`fer_jax.plots.save_curves_png`."""
+    by_epoch: dict[int, dict] = {}
+    for name, subdir in runs.items():
+        path = workdir / subdir / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if "val_accuracy" not in record:
+                continue
+            merged = by_epoch.setdefault(record["epoch"], {"epoch": record["epoch"]})
+            for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+                merged[f"{name}_{key}"] = record[key]
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def save_figures(workdir: pathlib.Path, results: Mapping) -> dict[str, str]:
+    """Writes the pipeline's PNGs into ``workdir``; returns ``{figure: file name}`` of those
+    that exist (the GAN grid is written by the synthesize stage)."""
+    evaluation = results["evaluation"]
+    split = main_split(evaluation)
+    view = evaluation["views"][0]
+    synthetic_note = " (SYNTHETIC data)" if results["data"]["synthetic"] else ""
+    for model in ("flat", "two_tier"):
+        report = evaluation["models"][model][split][view]
+        plots.save_confusion_png(
+            report["confusion"], report["classes"], workdir / FIGURES[f"confusion_{model}"],
+            title=f"{MODEL_LABELS[model]}, {split}, {VIEW_LABELS[view]}{synthetic_note}: "
+                  f"{percent(report['accuracy'])}%")
+    if "six" in evaluation["views"]:
+        plots.save_recall_bars_png(
+            {MODEL_LABELS[m]: evaluation["models"][m][split]["six"] for m in ("flat", "two_tier")},
+            workdir / FIGURES["recall_vs_seed"], reference=SEED_REFERENCE["recall"],
+            title=f"6-class recall on {split}{synthetic_note}; ticks: seed's published recall")
+    history = training_history(workdir, {"flat": "flat", "tier1": "two_tier/tier1",
+                                         "negative": "two_tier/negative",
+                                         "positive": "two_tier/positive"})
+    if history:
+        plots.save_curves_png(history, workdir / FIGURES["curves"], keys=("loss", "accuracy"),
+                              title=f"training curves{synthetic_note}")
+    return {name: path for name, path in FIGURES.items() if (workdir / path).is_file()}
+
+
+# ----------------------------------------------------------------------------- report.md
+def _setup_section(results: Mapping) -> list[str]:
+    data, config = results["data"], results["config"]
+    counts = data["counts"]
+    sizes = ", ".join(f"{split} {sum(counts[split].values())}" for split in data["splits"])
+    setting = ("7 classes (angry, disgust, fear, happy, sad, surprise, neutral)"
+               if results["setting"] == "seven" else
+               "the seed's 6 classes (disgust dropped)")
+    two_tier = config["two_tier"]
+    lines = ["## Setup", "",
+             f"- **Data**: `{data['source']}` — {sizes} images"
+             + (f" ({data['skipped']} bad records skipped)" if data["skipped"] else "") + ".",
+             f"- **Setting**: {setting}. The two-tier model first separates negative "
+             f"({'angry, disgust, fear, sad' if results['setting'] == 'seven' else 'angry, fear, sad'})"
+             " from positive (happy, surprise, neutral) faces, then classifies within the group; "
+             f"routing `{two_tier['routing']}`"
+             + (" (p(class) = p(group) · p(class | group))" if two_tier["routing"] == "soft"
+                else " (best group first, then best class in it)") + ".",
+             (f"- **GAN**: `{config['gan']['model']}`, {config['gan']['num_steps']} steps, batch "
+             f"{config['gan']['batch_size']}, class-balanced over "
+             f"{', '.join(config['gan']['classes'])}.")]
+    per_class = results["synthetic"]["per_class"]
+    lines.append("- **Synthetic faces**: " + (", ".join(f"{k} {v}" for k, v in per_class.items())
+                                             if per_class else "none") + ".")
+    for name, section in [("flat", config["flat"])] + [
+            (f"two-tier {m}", two_tier[m]) for m in ("tier1", "negative", "positive")]:
+        lines.append(f"- **{name}**: {_classifier_summary(section)}.")
+    evaluation = results["evaluation"]
+    lines.append(f"- **Evaluation**: {evaluation['checkpoint']} checkpoint of each model, "
+                 f"splits {', '.join(evaluation['splits'])}"
+                 + (" (no test split in this source: val numbers are the only held-out ones)"
+                    if "test" not in evaluation["splits"] else "")
+                 + f"; TTA {'on' if results['config']['eval']['tta'] else 'off'}.")
+    lines += ["", "Training mix of the flat model (per epoch):", "",
+              mix_table(results["mix"]["flat"]["per_class"], markdown=True), ""]
+    return lines
+
+
+def _classifier_summary(section: Mapping) -> str:
+    data = section["data"]
+    balance = "off"
+    if data["oversample"]:
+        balance = f"on ({data['target_per_class'] or 'majority count'} per class per epoch)"
+    mixing = (f"on (at most {percent(data['max_synthetic_share'])}% of a class)"
+              if data.get("gan_mixing") else "off")
+    return (f"`{section['model']}` {section.get('model_kwargs') or ''}, {section['num_epochs']} "
+            f"epochs, {section['optimizer']} lr {section['learning_rate']}, batch "
+            f"{section['batch_size']}; oversampling {balance}; GAN mixing {mixing}")
+
+
+def _findings(evaluation: Mapping) -> str:
+    """One paragraph comparing the models on the headline split."""
+    split = main_split(evaluation)
+    view = evaluation["views"][0]
+    routing = evaluation["routing"]
+    other = "hard" if routing == "soft" else "soft"
+    flat, two_tier, two_tier_other = (evaluation["models"][m][split][view]
+                                      for m in ("flat", "two_tier", f"two_tier_{other}"))
+    tier1 = evaluation["members"]["tier1"][split]["accuracy"]
+    gap = 100 * (two_tier["accuracy"] - flat["accuracy"])
+    return (f"On {split} ({VIEW_LABELS[view]}), the flat model reaches "
+            f"{percent(flat['accuracy'])}% accuracy (macro-F1 {percent(flat['macro_f1'])}%) and "
+            f"the two-tier model with {routing} routing {percent(two_tier['accuracy'])}% "
+            f"({gap:+.1f} points; macro-F1 {percent(two_tier['macro_f1'])}%), "
+            f"{percent(two_tier_other['accuracy'])}% with {other} routing. Tier 1 alone picks "
+            f"the right group for {percent(tier1)}% of the faces: an upper bound for hard "
+            "routing, which cannot recover a face sent to the wrong group.")
+
+
+def _results_section(results: Mapping) -> list[str]:
+    evaluation = results["evaluation"]
+    lines = ["## Results", "",
+             ("Accuracy, macro-F1 and recall in percent. `(6)`: the same predictions read in the "
+             "seed's 6-class setting (disgust images dropped, disgust probability removed and the "
+             "rest renormalised)."), "",
+             markdown_table(RESULTS_HEADER, results_rows(evaluation)), "",
+             _findings(evaluation), "",
+             "Two-tier members, each on its own classes:", ""]
+    rows = []
+    for member, by_split in evaluation["members"].items():
+        for split, report in by_split.items():
+            rows.append([member, ", ".join(report["classes"]), split,
+                         percent(report["accuracy"]), percent(report["macro_f1"])])
+    lines += [markdown_table(("member", "classes", "split", "accuracy", "macro-F1"), rows), ""]
+    gan = evaluation.get("gan")
+    if gan:
+        rows = [[name, percent(v["recognizability"]), percent(v["real_recall"]),
+                 f"{v['fid']:.2f}", f"{v['fid_floor']:.2f}"] for name, v in gan["per_class"].items()]
+        lines += [("GAN samples judged by the flat model (trained partly on them when GAN mixing "
+                  "is on, so recognizability is optimistic); FER-FID in its feature space, beside "
+                  "the real-vs-real floor:"), "",
+                  markdown_table(("class", "recognized as its class", "real val recall",
+                                  "FER-FID", "FID floor"), rows), ""]
+    return lines
+
+
+def _seed_section(results: Mapping) -> list[str]:
+    evaluation = results["evaluation"]
+    if "six" not in evaluation["views"]:
+        return []
+    split = main_split(evaluation)
+    reports = {MODEL_LABELS[m]: evaluation["models"][m][split]["six"]
+               for m in ("flat", "two_tier")}
+    lines = ["## Comparison with the seed (6 classes)", "",
+             (f"The seed's published per-class recall (Keras CNN, ~65% accuracy) beside this run's "
+             f"models on {split}, read in the 6-class setting:"), "",
+             markdown_table(["class", "seed", *reports], seed_comparison_rows(reports)), ""]
+    if results["data"]["synthetic"]:
+        lines += [("These numbers come from the synthetic faces, so this table only shows the "
+                  "format of the comparison; it says nothing about FER-2013."), ""]
+    else:
+        flat = reports["flat"]
+        better = [n for n, ref in SEED_REFERENCE["recall"].items() if recall(flat, n) > ref]
+        lines += [f"The flat model beats the seed's recall on {len(better)} of 6 classes"
+                  + (f" ({', '.join(better)})" if better else "") + f"; accuracy "
+                  f"{percent(flat['accuracy'])}% vs {percent(SEED_REFERENCE['accuracy'])}%"
+                  + (" (val split = FER-2013 PublicTest; the seed reports its own test split)."
+                     if split == "val" else "."), ""]
+    return lines
+
+
+def _figures_section(figures: Mapping[str, str]) -> list[str]:
+    captions = {
+        "confusion_flat": "Confusion matrix of the flat model (rows: true class).",
+        "confusion_two_tier": "Confusion matrix of the two-tier model.",
+        "recall_vs_seed": "Per-class recall (6 classes) of both models; black ticks: the seed.",
+        "gan_samples": "Samples of the conditional GAN (one row per synthesized class).",
+        "curves": "Training curves of the flat model and the two-tier members.",
+    }
+    lines = ["## Figures", ""]
+    for name, path in figures.items():
+        lines += [f"{captions[name]}", "", f"![{name}]({path})", ""]
+    return lines
+
+
+def render_pipeline_report(results: Mapping) -> str:
+    """report.md of a pipeline run, from its results.json content."""
+    data = results["data"]
+    lines = ["# fer-jax pipeline report", ""]
+    if data["synthetic"]:
+        lines += [("> **Synthetic data.** This run used the embedded procedural faces (no "
+                  "`--data`), so every number below describes the pipeline on toy data and is "
+                  "**not** a FER-2013 result."), ""]
+    lines += _setup_section(results) + _results_section(results) + _seed_section(results)
+    lines += _figures_section(results["figures"])
+    seconds = {k: v for k, v in results["stage_seconds"].items() if v is not None}
+    rows = [[k, f"{v:.1f}"] for k, v in seconds.items()]
+    rows.append(["total (excluding this report)", f"{sum(seconds.values()):.1f}"])
+    lines += ["## Time", "", "Seconds per stage, as measured when each stage ran:", "",
+              markdown_table(("stage", "seconds"), rows), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- ablation
+def mean_std(values: Sequence[float | None]) -> str:
+    """``"m ± s"`` in percent over the non-None values (``n/a`` when there are none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return percent(values[0])
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"

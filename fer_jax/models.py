@@ -1,0 +1,183 @@
+"""Classifiers for 48x48 grayscale faces (Flax Linen, NHWC).
+
+Every model maps ``float [B, 48, 48, 1]`` (pixels in [0, 1]) to logits ``float32
+[B, num_classes]``, takes ``train: bool`` (BatchNorm statistics and dropout), computes in
+``dtype`` (e.g. ``jnp.bfloat16``) while keeping float32 parameters, and synchronises
+BatchNorm statistics over ``bn_axis_name`` when given (needed under ``pmap`` so a step on
+several devices equals a step on the whole batch). Models are built by name through
+:func:`create_model`; :data:`MODELS` lists them.
+
+* ``seed_cnn``: the seed project's Keras network (VALID 3x3 convs 32-64 | 128-128 | 256-256,
+  max-pool + dropout .25 after each pair, dense 256 + dropout .5).
+* ``vgg13`` / ``vgg16``: VGG with BatchNorm, five 3x3 stages (64-128-256-512-512) on 48x48
+  (after five 2x2 pools: 1x1x512), then a small head (dense 512).
+* ``vgg_fer``: the VGG variant of Khaireddin & Chen (2021, "Facial Emotion Recognition:
+  State of the Art Performance on FER2013"): four stages of two 3x3 convs (64-128-256-512)
+  with BatchNorm + ReLU and 2x2 max-pool, then FC 4096-4096 with dropout.
+* ``compact``: a narrow VGG-style network for CPU budgets (one conv at 48x48, then two convs
+  per stage at 24/12/6 px, wide only at low resolution, a small dense head); see its docstring.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm -> optional ReLU."""
+
+    features: int
+    kernel: int = 3
+    strides: int = 1
+    padding: str = "SAME"
+    relu: bool = True
+    dtype: Dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Conv(self.features, (self.kernel, self.kernel), (self.strides, self.strides),
+                    padding=self.padding, use_bias=False, dtype=self.dtype)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, axis_name=self.bn_axis_name)(x)
+        return nn.relu(x) if self.relu else x
+
+
+class DenseBN(nn.Module):
+    """Dense (no bias) -> BatchNorm -> ReLU -> dropout."""
+
+    features: int
+    dropout: float
+    dtype: Dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = nn.Dense(self.features, use_bias=False, dtype=self.dtype)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, axis_name=self.bn_axis_name)(x)
+        return nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
+
+
+def _classifier_output(x, num_classes: int):
+    """Final dense layer, always float32 logits."""
+    return nn.Dense(num_classes, dtype=jnp.float32)(x).astype(jnp.float32)
+
+
+class SeedCNN(nn.Module):
+    """The seed project's Keras CNN (VALID convs, BatchNorm after each conv and the dense)."""
+
+    num_classes: int = 7
+    width: int = 32
+    dtype: Dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        conv = functools.partial(ConvBN, padding="VALID", dtype=self.dtype,
+                                 bn_axis_name=self.bn_axis_name)
+        x = x.astype(self.dtype)
+        w = self.width
+        for features in ((w, 2 * w), (4 * w, 4 * w), (8 * w, 8 * w)):
+            for f in features:
+                x = conv(f)(x, train)
+            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = nn.Dropout(0.25, deterministic=not train)(x)
+        x = x.reshape((x.shape[0], -1))
+        x = DenseBN(8 * w, 0.5, self.dtype, self.bn_axis_name)(x, train)
+        return _classifier_output(x, self.num_classes)
+
+
+class VGG(nn.Module):
+    """VGG with BatchNorm: ``stages`` of (channel multiplier of ``width``, convs), each
+    followed by a 2x2 max-pool, then dense layers ``head`` (ReLU + dropout) and the
+    classifier."""
+
+    stages: Sequence[tuple[int, int]]
+    head: Sequence[int]
+    num_classes: int = 7
+    width: int = 64
+    dropout: float = 0.5
+    dtype: Dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.astype(self.dtype)
+        for multiplier, convs in self.stages:
+            for _ in range(convs):
+                x = ConvBN(self.width * multiplier, dtype=self.dtype,
+                           bn_axis_name=self.bn_axis_name)(x, train)
+            x = nn.max_pool(x, (2, 2), (2, 2))
+        x = x.reshape((x.shape[0], -1))
+        for features in self.head:
+            x = nn.Dense(features, dtype=self.dtype)(x)
+            x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
+        return _classifier_output(x, self.num_classes)
+
+
+class Compact(nn.Module):
+    """A narrow VGG-style network sized for CPU training (designed for this project).
+
+    48x48: ConvBN(w) --pool--> 24x24: 2 x ConvBN(m1 w) --pool--> 12x12: 2 x ConvBN(m2 w)
+    --pool--> 6x6: 2 x ConvBN(m3 w) --pool--> 3x3 --> DenseBN(``dense``) + dropout
+    --> classifier, with (m1, m2, m3) = ``multipliers``.
+
+    Only one (1 -> w channel) conv runs at full resolution, the part XLA:CPU executes least
+    efficiently (few channels, memory bound). Capacity is added where it is cheap and
+    GEMM-friendly: wide channels at 12x12 and 6x6. Defaults (w=16, multipliers 2-6-16: 32, 96,
+    256 channels): ~54M multiply-adds per image (seed CNN: ~143M), ~1.6M parameters.
+    Residual blocks on a space-to-depth stem were tried first and learned far more slowly.
+    """
+
+    num_classes: int = 7
+    width: int = 16
+    multipliers: Sequence[int] = (2, 6, 16)
+    dense: int = 256
+    dropout: float = 0.3
+    dtype: Dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        conv = functools.partial(ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+        x = conv(self.width)(x.astype(self.dtype), train)
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        for multiplier in self.multipliers:
+            x = conv(self.width * multiplier)(x, train)
+            x = conv(self.width * multiplier)(x, train)
+            x = nn.max_pool(x, (2, 2), (2, 2))
+        x = x.reshape((x.shape[0], -1))
+        x = DenseBN(self.dense, self.dropout, self.dtype, self.bn_axis_name)(x, train)
+        return _classifier_output(x, self.num_classes)
+
+
+def _vgg(stages, head, dropout):
+    return functools.partial(VGG, stages=stages, head=head, dropout=dropout)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "seed_cnn": SeedCNN,
+    "vgg13": _vgg(((1, 2), (2, 2), (4, 2), (8, 2), (8, 2)), (512,), 0.5),
+    "vgg16": _vgg(((1, 2), (2, 2), (4, 3), (8, 3), (8, 3)), (512,), 0.5),
+    # Khaireddin & Chen's network (their code: dropout 0.2 on both 4096 layers).
+    "vgg_fer": _vgg(((1, 2), (2, 2), (4, 2), (8, 2)), (4096, 4096), 0.2),
+    "compact": Compact,
+}
+
+
+def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Builds the model registered as ``name`` (see :data:`MODELS`) with ``num_classes``
+    outputs; ``kwargs`` set module fields (``dtype``, ``width``, ``dropout``, ...)."""
+    try:
+        factory = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}") from None
+    return factory(num_classes=num_classes, **kwargs)

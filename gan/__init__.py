@@ -1,0 +1,1 @@
+"""Conditional GAN augmentation for FER-2013: models, losses, training, sampling, metrics."""

@@ -1,0 +1,64 @@
+"""GAN input pipeline: the data a config names, and class-balanced batches drawn from it.
+
+Batches are indices into the class-sorted training images (which the training loop keeps on
+the device), class labels and one PRNG key per example: a pure function of ``(seed, step)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+from fer_jax.classes import EMOTION_INDEX
+from fer_jax.data import load
+from fer_jax.data.dataset import FerData, Split
+from fer_jax.errors import FerDataError
+
+
+def load_data(data_config: ml_collections.ConfigDict) -> FerData:
+    """The data a config names: ``source`` (None: the synthetic faces), ``val_fraction``,
+    ``split_seed``, ``synthetic_sizes`` (as the classifier configs' ``config.data``)."""
+    sizes = data_config.get("synthetic_sizes")
+    return load(data_config.get("source"), val_fraction=data_config.get("val_fraction", 0.1),
+                seed=data_config.get("split_seed", 0),
+                synthetic_sizes=dict(sizes) if sizes else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class BalancedBatches:
+    """Class-balanced batches of one split, as indices into its class-sorted images.
+
+    Each example draws a class uniformly from ``classes``, then an image of that class; batch
+    ``step`` is a pure function of ``(seed, step)``.
+    """
+
+    images: np.ndarray       # uint8 [N, 48, 48], sorted by label
+    offsets: np.ndarray      # int64 [7]: first index of each canonical class
+    counts: np.ndarray       # int64 [7]: images per canonical class
+    classes: np.ndarray      # int32: canonical labels drawn from
+    batch_size: int
+    seed: int
+
+    @classmethod
+    def from_split(cls, split: Split, classes, batch_size: int, seed: int,
+                   source: str = "training data") -> BalancedBatches:
+        order = np.argsort(split.labels, kind="stable")
+        counts = np.bincount(split.labels, minlength=len(EMOTION_INDEX))
+        missing = [name for name in classes if counts[EMOTION_INDEX[name]] == 0]
+        if missing:
+            raise FerDataError(f"no training images of class(es) {missing} to train a GAN on",
+                               path=source)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        labels = np.array([EMOTION_INDEX[name] for name in classes], np.int32)
+        return cls(split.images[order], offsets, counts, labels, batch_size, seed)
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """``{"image_index": int32 [B], "label": int32 [B], "key": uint32 [B, 2]}``."""
+        rng = np.random.default_rng((self.seed, step))
+        labels = rng.choice(self.classes, self.batch_size)
+        within = np.floor(rng.random(self.batch_size) * self.counts[labels]).astype(np.int64)
+        return {"image_index": (self.offsets[labels] + within).astype(np.int32),
+                "label": labels.astype(np.int32),
+                "key": rng.integers(0, 2**32, (self.batch_size, 2), dtype=np.uint32)}

@@ -1,0 +1,199 @@
+"""GAN networks for 48x48 grayscale faces (Flax Linen, NHWC, explicit ``train`` flag).
+
+* :class:`Generator` / :class:`Discriminator`: the class-conditional pair. The generator maps a
+  latent ``z`` and a class label to an image through residual upsampling blocks
+  (6 -> 12 -> 24 -> 48) with conditional batch norm; the discriminator is a spectrally
+  normalised residual network with projection conditioning (Miyato & Koyama, 2018).
+* :class:`DCGANGenerator` / :class:`DCGANDiscriminator`: the unconditional baseline (one model
+  per class, Radford et al. 2016 style, no spectral norm).
+
+Every network is called as ``G(z, labels, train=...)`` -> images in [-1, 1] ``[B,48,48,1]`` and
+``D(images, labels, train=...)`` -> logits ``[B]``, so one training step serves both pairs; the
+unconditional baseline ignores ``labels``. Batch-norm statistics live in ``batch_stats``; the
+discriminator's spectral-norm power-iteration vectors live in its ``batch_stats`` too and are
+updated only when ``train=True``. ``axis_name`` makes batch norm average over devices under pmap.
+Layers that feed a batch norm have no bias (the norm removes it; its gradient would be noise).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fer_jax.classes import NUM_EMOTIONS
+
+BASE_SIZE = 6  # spatial size the generators start from: 6 -> 12 -> 24 -> 48
+BN_MOMENTUM = 0.9
+
+
+def _upsample(x):
+    return x.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def _downsample(x):
+    return nn.avg_pool(x, (2, 2), (2, 2))
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm without its own affine, followed by a class-dependent scale and shift."""
+
+    num_classes: int
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, labels, *, train: bool):
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, use_scale=False,
+                         use_bias=False, axis_name=self.axis_name)(x)
+        features = x.shape[-1]
+        scale = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones,
+                         name="scale")(labels)
+        shift = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros,
+                         name="shift")(labels)
+        return x * scale[:, None, None, :] + shift[:, None, None, :]
+
+
+class GeneratorBlock(nn.Module):
+    """Residual block that doubles the resolution: (CBN, ReLU, up, conv) x2 + up-conv shortcut."""
+
+    features: int
+    num_classes: int
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, labels, *, train: bool):
+        norm = functools.partial(ConditionalBatchNorm, self.num_classes, self.axis_name)
+        conv = functools.partial(nn.Conv, self.features, use_bias=False)
+        h = nn.relu(norm()(x, labels, train=train))
+        h = conv((3, 3))(_upsample(h))
+        h = nn.relu(norm()(h, labels, train=train))
+        h = conv((3, 3))(h)
+        return h + conv((1, 1))(_upsample(x))
+
+
+class Generator(nn.Module):
+    """Class-conditional generator: ``(z [B,L], labels [B]) -> images [B,48,48,1]`` in [-1, 1].
+
+    Attributes:
+      channels: feature widths at 6, 12, 24 and 48 pixels.
+      embed_dim: size of the class embedding concatenated to ``z``.
+    """
+
+    num_classes: int = NUM_EMOTIONS
+    channels: Sequence[int] = (256, 128, 64, 32)
+    embed_dim: int = 32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, z, labels, *, train: bool):
+        h = jnp.concatenate([z, nn.Embed(self.num_classes, self.embed_dim)(labels)], axis=-1)
+        h = nn.Dense(BASE_SIZE * BASE_SIZE * self.channels[0], use_bias=False)(h)
+        h = h.reshape(z.shape[0], BASE_SIZE, BASE_SIZE, self.channels[0])
+        for features in self.channels[1:]:
+            h = GeneratorBlock(features, self.num_classes, self.axis_name)(h, labels, train=train)
+        h = nn.relu(ConditionalBatchNorm(self.num_classes, self.axis_name)(h, labels,
+                                                                           train=train))
+        return jnp.tanh(nn.Conv(1, (3, 3))(h))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Spectrally normalised residual block, optionally halving the resolution."""
+
+    features: int
+    downsample: bool = True
+    preactivate: bool = True
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        def sn_conv(kernel):
+            return nn.SpectralNorm(nn.Conv(self.features, kernel))
+
+        h = nn.relu(x) if self.preactivate else x
+        h = sn_conv((3, 3))(h, update_stats=train)
+        h = sn_conv((3, 3))(nn.relu(h), update_stats=train)
+        shortcut = x
+        if self.downsample:
+            h = _downsample(h)
+            shortcut = _downsample(shortcut)
+        if self.downsample or x.shape[-1] != self.features:
+            shortcut = sn_conv((1, 1))(shortcut, update_stats=train)
+        return h + shortcut
+
+
+class Discriminator(nn.Module):
+    """Projection discriminator: ``(images [B,48,48,1], labels [B]) -> logits [B]``.
+
+    ``logit = psi(h) + <embed(label), h>`` with ``h`` the globally sum-pooled features.
+
+    Attributes:
+      channels: feature widths after each block; all but the last halve the resolution
+        (48 -> 24 -> 12 -> 6 for four widths).
+    """
+
+    num_classes: int = NUM_EMOTIONS
+    channels: Sequence[int] = (32, 64, 128, 256)
+
+    @nn.compact
+    def __call__(self, images, labels, *, train: bool):
+        h = images
+        last = len(self.channels) - 1
+        for i, features in enumerate(self.channels):
+            h = DiscriminatorBlock(features, downsample=i < last, preactivate=i > 0)(
+                h, train=train)
+        h = jnp.sum(nn.relu(h), axis=(1, 2))
+        logits = nn.SpectralNorm(nn.Dense(1))(h, update_stats=train)[:, 0]
+        embedding = nn.SpectralNorm(nn.Embed(self.num_classes, h.shape[-1]))(
+            labels, update_stats=train)
+        return logits + jnp.sum(embedding * h, axis=-1)
+
+
+class DCGANGenerator(nn.Module):
+    """Unconditional DCGAN generator (baseline, one per class); ``labels`` are ignored.
+
+    Attributes:
+      channels: feature widths at 6, 12 and 24 pixels; the last transposed conv makes 48x48x1.
+    """
+
+    channels: Sequence[int] = (256, 128, 64)
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, z, labels, *, train: bool):
+        del labels  # unconditional: one generator is trained per class
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                                 momentum=BN_MOMENTUM, axis_name=self.axis_name)
+        h = nn.Dense(BASE_SIZE * BASE_SIZE * self.channels[0], use_bias=False)(z)
+        h = nn.relu(norm()(h.reshape(z.shape[0], BASE_SIZE, BASE_SIZE, self.channels[0])))
+        for features in self.channels[1:]:
+            h = nn.ConvTranspose(features, (4, 4), strides=(2, 2), use_bias=False)(h)
+            h = nn.relu(norm()(h))
+        return jnp.tanh(nn.ConvTranspose(1, (4, 4), strides=(2, 2))(h))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Unconditional DCGAN discriminator: strided convs with leaky ReLU, then a linear logit."""
+
+    channels: Sequence[int] = (64, 128, 256)
+
+    @nn.compact
+    def __call__(self, images, labels, *, train: bool):
+        del labels, train  # unconditional, and no train-dependent layers
+        h = images
+        for features in self.channels:
+            h = nn.leaky_relu(nn.Conv(features, (4, 4), strides=(2, 2))(h), 0.2)
+        return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def build(model: str, hparams, axis_name: str | None = None) -> tuple[nn.Module, nn.Module]:
+    """The (generator, discriminator) pair of ``model`` ("cgan" or "dcgan"), with widths
+    ``hparams.g_channels`` / ``hparams.d_channels`` (and ``hparams.embed_dim`` for cgan)."""
+    if model == "cgan":
+        return (Generator(channels=tuple(hparams.g_channels), embed_dim=hparams.embed_dim,
+                          axis_name=axis_name),
+                Discriminator(channels=tuple(hparams.d_channels)))
+    if model == "dcgan":
+        return (DCGANGenerator(channels=tuple(hparams.g_channels), axis_name=axis_name),
+                DCGANDiscriminator(channels=tuple(hparams.d_channels)))
+    raise ValueError(f"unknown GAN model {model!r}; expected 'cgan' or 'dcgan'")

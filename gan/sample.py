@@ -1,0 +1,138 @@
+"""Sampling trained GANs: labelled synthetic faces from the EMA generator(s) of a workdir,
+with batch-norm statistics recomputed for the EMA weights (standing statistics).
+
+A workdir is either one run (a conditional GAN covering its ``config.classes``) or a folder
+of per-class runs (the DCGAN baseline: ``<workdir>/<class name>/``). Either way
+:func:`load_generators` gives one object that samples any class some run covers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from fer_jax.checkpoint import Checkpointer, has_checkpoint
+from fer_jax.classes import EMOTION_INDEX, EMOTIONS
+from fer_jax.data.dataset import Split
+from fer_jax.errors import FerCheckpointError, FerError
+from gan.train import Gan, build_gan, class_grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One trained GAN: its networks, EMA generator weights with their standing batch
+    statistics, and the classes it generates."""
+
+    gan: Gan
+    params: dict
+    batch_stats: dict
+    classes: tuple[str, ...]
+    workdir: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Generators:
+    """The trained runs of a workdir, sampled by class."""
+
+    workdir: pathlib.Path
+    runs: tuple[Run, ...]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Classes some run can generate, in canonical order."""
+        covered = {name for run in self.runs for name in run.classes}
+        return tuple(name for name in EMOTIONS if name in covered)
+
+    def run_for(self, name: str) -> Run:
+        for run in self.runs:
+            if name in run.classes:
+                return run
+        raise FerError(f"{self.workdir}: no trained generator for class {name!r}; this workdir "
+                       f"generates {list(self.classes)}")
+
+    def sample(self, per_class: dict[str, int], seed: int = 0) -> Split:
+        """``per_class[name]`` images of each class (canonical labels), classes in the order
+        given. Image i of class c depends only on ``(seed, c, i)``."""
+        images, labels = [], []
+        for name, count in per_class.items():
+            run = self.run_for(name)
+            label = EMOTION_INDEX[name]
+            images.append(run.gan.sample(run.params, run.batch_stats, np.full(count, label),
+                                         seed * len(EMOTIONS) + label))
+            labels.append(np.full(count, label, np.int32))
+        if not images:
+            return Split.empty()
+        return Split(np.concatenate(images), np.concatenate(labels))
+
+    def grid(self, classes: Sequence[str], columns: int, seed: int = 0) -> np.ndarray:
+        """uint8 ``[len(classes), columns, 48, 48]``: one row of samples per class."""
+        rows = []
+        for name in classes:
+            run = self.run_for(name)
+            rows.append(class_grid(run.gan, run.params, run.batch_stats, (name,), columns, seed))
+        return np.concatenate(rows)
+
+
+def _load_run(workdir: pathlib.Path) -> Run:
+    with Checkpointer(workdir) as checkpoints:
+        _, saved = checkpoints.read_json()
+        if not {"model", "cgan", "dcgan", "classes"} <= saved.keys():
+            raise FerCheckpointError(f"{checkpoints.directory}: not a GAN checkpoint (no GAN "
+                                     "config saved with it)")
+        config = ml_collections.ConfigDict(saved)
+        gan = build_gan(config)
+        state = checkpoints.restore(gan.state_template()).state
+    classes = tuple(config.classes)
+    return Run(gan, state.ema_params,
+               gan.standing_stats(state.ema_params, state.g_batch_stats, classes), classes,
+               workdir)
+
+
+def load_generators(workdir) -> Generators:
+    """The latest checkpoint of the run in ``workdir``, or of each per-class run in
+    ``workdir/<class name>``."""
+    workdir = pathlib.Path(workdir)
+    if has_checkpoint(workdir):
+        run_dirs = [workdir]
+    else:
+        run_dirs = [workdir / name for name in EMOTIONS if has_checkpoint(workdir / name)]
+    if not run_dirs:
+        raise FerCheckpointError(f"{workdir}: no GAN checkpoint here or in its subfolders "
+                                 "(train with python -m experiments.train_gan first)")
+    return Generators(workdir, tuple(_load_run(run_dir) for run_dir in run_dirs))
+
+
+def sample_images(source, per_class: dict[str, int], seed: int = 0) -> Split:
+    """Samples ``per_class`` images from a workdir path or a loaded :class:`Generators`."""
+    generators = source if isinstance(source, Generators) else load_generators(source)
+    return generators.sample(per_class, seed)
+
+
+def parse_per_class(text: str) -> dict[str, int]:
+    """``"disgust=4000,fear=1000"`` -> ``{"disgust": 4000, "fear": 1000}``; FerError on unknown
+    classes, non-integer or negative counts, or repeated classes."""
+    counts: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = entry.partition("=")
+        name = name.strip().lower()
+        if not sep:
+            raise FerError(f"--per-class entry {entry!r} is not CLASS=COUNT")
+        if name not in EMOTION_INDEX:
+            raise FerError(f"--per-class: unknown class {name!r}; classes are {list(EMOTIONS)}")
+        try:
+            count = int(value)
+        except ValueError:
+            raise FerError(f"--per-class: count {value.strip()!r} of {name!r} is not an "
+                           "integer") from None
+        if count < 0:
+            raise FerError(f"--per-class: count of {name!r} must be >= 0, got {count}")
+        if name in counts:
+            raise FerError(f"--per-class: class {name!r} given twice")
+        counts[name] = count
+    if not counts:
+        raise FerError("--per-class is empty; expected e.g. disgust=4000,fear=1000")
+    return counts

@@ -1,0 +1,551 @@
+"""GAN training: state, pure discriminator/generator steps, and the resumable training loop.
+
+One iteration is one discriminator step then one generator step, compiled together under the
+same :mod:`fer_jax.parallel` wrappers (``jit`` | ``pmap``) as the classifier engine. The whole
+training split sits on the device(s) as a read-only constant; each batch is a class-balanced
+set of indices (a class drawn uniformly, then an image of that class, so rare disgust is seen
+as often as happy) and one PRNG key per example, all a pure function of ``(seed, step)``. So a
+run killed and restarted from its last checkpoint ends bit-identical to an uninterrupted run,
+and ``jit`` and ``pmap`` see the same examples and noise.
+
+Divergence guard: losses are checked whenever they are logged; a NaN/inf rolls the run back to
+the last checkpoint (only finite states are ever saved), multiplies both learning rates by
+``config.rollback_lr_factor`` and logs a ``rollback`` event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import pathlib
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from flax import struct
+
+from fer_jax import parallel, plots
+from fer_jax.checkpoint import Checkpointer
+from fer_jax.classes import EMOTION_INDEX
+from fer_jax.data.augment import to_float
+from fer_jax.data.dataset import FerData, Split
+from fer_jax.errors import FerError
+from fer_jax.train import RunLog, StopSignal
+from gan import losses, models
+from gan.input_pipeline import BalancedBatches, load_data
+
+PyTree = Any
+
+
+class GanDivergedError(FerError):
+    """Training kept producing NaN/inf losses after the allowed number of rollbacks."""
+
+
+@struct.dataclass
+class GANState:
+    """Everything a GAN run needs to continue exactly where it stopped.
+
+    ``d_batch_stats`` holds the discriminator's spectral-norm power-iteration vectors (empty for
+    the DCGAN baseline); ``ema_params`` is the exponential moving average of ``g_params`` used
+    for sampling; ``augment_p`` is the DiffAugment probability (adapted when ADA is on).
+    """
+
+    step: jax.Array
+    g_params: PyTree
+    g_batch_stats: PyTree
+    g_opt_state: optax.OptState
+    ema_params: PyTree
+    d_params: PyTree
+    d_batch_stats: PyTree
+    d_opt_state: optax.OptState
+    augment_p: jax.Array
+
+
+def adam(learning_rate: float, betas) -> optax.GradientTransformation:
+    """Adam whose learning rate lives in the optimizer state (so a rollback can lower it)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=betas[0],
+                                                b2=betas[1])
+
+
+def learning_rates(state: GANState) -> dict[str, float]:
+    """Current ``{"g_lr", "d_lr"}`` of a (host) state."""
+    return {"g_lr": float(state.g_opt_state.hyperparams["learning_rate"]),
+            "d_lr": float(state.d_opt_state.hyperparams["learning_rate"])}
+
+
+def with_learning_rates(state: GANState, *, g_lr: float, d_lr: float) -> GANState:
+    """``state`` with the generator and discriminator learning rates replaced."""
+    def replaced(opt_state, learning_rate):
+        return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                               "learning_rate": jnp.float32(learning_rate)})
+    return state.replace(g_opt_state=replaced(state.g_opt_state, g_lr),
+                         d_opt_state=replaced(state.d_opt_state, d_lr))
+
+
+def scale_learning_rates(state: GANState, factor: float) -> GANState:
+    """Multiplies both learning rates by ``factor``."""
+    current = learning_rates(state)
+    return with_learning_rates(state, g_lr=current["g_lr"] * factor,
+                               d_lr=current["d_lr"] * factor)
+
+
+def is_finite(tree: PyTree) -> bool:
+    """True when every floating-point leaf of ``tree`` is finite."""
+    return bool(_all_finite(tree))
+
+
+@jax.jit
+def _all_finite(tree: PyTree):
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+             if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
+def latents(keys, latent_dim: int):
+    """One standard-normal latent per example key: ``[B, latent_dim]``."""
+    return jax.vmap(lambda key: jax.random.normal(key, (latent_dim,)))(keys)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _generate_uint8(generator: nn.Module, latent_dim: int, params, batch_stats, keys, labels):
+    """uint8 images ``[B, 48, 48]`` from ``generator`` in inference mode (with the given batch
+    statistics). Jitted per generator architecture, so equal networks share the compilation."""
+    images = generator.apply({"params": params, "batch_stats": batch_stats},
+                             latents(keys, latent_dim), labels, train=False)[..., 0]
+    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _batch_statistics(generator: nn.Module, latent_dim: int, params, batch_stats, keys, labels):
+    """The batch-norm statistics of one train-mode pass of ``generator`` over one batch.
+
+    From zero running averages, one update leaves (1 - momentum) x the batch statistics;
+    dividing by that factor gives them exactly.
+    """
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, batch_stats)
+    _, updated = generator.apply({"params": params, "batch_stats": zeros},
+                                 latents(keys, latent_dim), labels, train=True,
+                                 mutable=["batch_stats"])
+    return jax.tree_util.tree_map(lambda x: x / (1.0 - models.BN_MOMENTUM),
+                                  updated["batch_stats"])
+
+
+@dataclasses.dataclass(frozen=True)
+class GanHparams:
+    """Hyperparameters of one GAN (``config.cgan`` / ``config.dcgan``), typed and hashable.
+
+    See ``experiments/configs/gan_smoke.py`` (``gan_hparams``) for what each field means.
+    """
+
+    g_channels: tuple[int, ...]
+    d_channels: tuple[int, ...]
+    embed_dim: int
+    latent_dim: int
+    loss: str
+    r1_gamma: float
+    g_lr: float
+    d_lr: float
+    betas: tuple[float, float]
+    ema_decay: float
+    augment_policy: tuple[str, ...]
+    augment_p: float
+    ada_target: float
+    ada_speed: float
+    ada_max_p: float
+
+    def __post_init__(self):
+        losses.check_policy(self.augment_policy)
+        losses.loss_pair(self.loss)
+
+    @classmethod
+    def from_config(cls, config) -> GanHparams:
+        """From a ``ConfigDict``/dict (sequences become tuples: saved JSON configs and configs
+        written as code give equal hyperparameters)."""
+        values = {key: tuple(value) if isinstance(value, (list, tuple)) else value
+                  for key, value in dict(config).items()}
+        fields = {field.name for field in dataclasses.fields(cls)}
+        if set(values) != fields:
+            raise FerError(f"GAN hyperparameters: unknown {sorted(set(values) - fields)}, "
+                           f"missing {sorted(fields - set(values))}")
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gan:
+    """The static parts of a GAN (networks, losses, optimizers, augmentation) and its pure steps.
+
+    Equal settings make equal (and equally hashed) instances, so jitted methods compile once
+    per setting, not once per instance.
+
+    Attributes:
+      model: "cgan" (conditional, projection D) or "dcgan" (unconditional baseline).
+      hparams: widths, latent size, loss, learning rates, augmentation, EMA.
+      axis_name: the pmap axis (None under jit): batch norm and reductions span it.
+    """
+
+    model: str
+    hparams: GanHparams
+    axis_name: str | None = None
+
+    @functools.cached_property
+    def networks(self) -> tuple[nn.Module, nn.Module]:
+        """(generator, discriminator)."""
+        return models.build(self.model, self.hparams, self.axis_name)
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.networks[0]
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.networks[1]
+
+    @functools.cached_property
+    def sampler(self) -> nn.Module:
+        """The generator without a pmap axis: sampling runs outside pmap."""
+        return models.build(self.model, self.hparams)[0]
+
+    @functools.cached_property
+    def loss_fns(self) -> tuple:
+        """(discriminator loss, generator loss) of ``hparams.loss``."""
+        return losses.loss_pair(self.hparams.loss)
+
+    @functools.cached_property
+    def optimizers(self) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+        """(generator, discriminator) Adam optimizers."""
+        return (adam(self.hparams.g_lr, self.hparams.betas),
+                adam(self.hparams.d_lr, self.hparams.betas))
+
+    # ----------------------------------------------------------------------------- init
+    def init_state(self, seed: int) -> GANState:
+        """A fresh state, as host (numpy) arrays. Initialisation draws from an "rbg" key: as
+        good for initial weights and several times cheaper to compile on CPU than threefry."""
+        return jax.device_get(self._init(jax.random.key(seed, impl="rbg")))
+
+    def state_template(self) -> GANState:
+        """Zeros shaped like a state (host arrays): a restore target that needs no compiling."""
+        shapes = jax.eval_shape(self._init, jax.random.key(0, impl="rbg"))
+        return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _init(self, key) -> GANState:
+        g_key, d_key = jax.random.split(key)
+        labels = jnp.zeros((2,), jnp.int32)
+        g_vars = self.generator.init(g_key, jnp.zeros((2, self.hparams.latent_dim)), labels,
+                                     train=False)
+        d_vars = self.discriminator.init(d_key, jnp.zeros((2, 48, 48, 1)), labels, train=False)
+        g_params, d_params = g_vars["params"], d_vars["params"]
+        return GANState(
+            step=jnp.zeros((), jnp.int32),
+            g_params=g_params, g_batch_stats=g_vars.get("batch_stats", {}),
+            g_opt_state=self.optimizers[0].init(g_params), ema_params=g_params,
+            d_params=d_params, d_batch_stats=d_vars.get("batch_stats", {}),
+            d_opt_state=self.optimizers[1].init(d_params),
+            augment_p=jnp.asarray(self.hparams.augment_p, jnp.float32))
+
+    # ----------------------------------------------------------------------------- pieces
+    def sample(self, params, batch_stats, labels, seed: int, batch_size: int = 256) -> np.ndarray:
+        """uint8 ``[N, 48, 48]`` images of canonical ``labels`` (inference mode with
+        ``batch_stats``). Image i depends only on ``(seed, i, labels[i])``."""
+        labels = np.asarray(labels, np.int32)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed),
+                                                       jnp.arange(len(labels)))
+        chunks = []
+        for start in range(0, len(labels), batch_size):
+            chunk = labels[start:start + batch_size]
+            pad = batch_size - len(chunk)  # one shape: one compilation
+            images = _generate_uint8(self.sampler, self.hparams.latent_dim, params,
+                                     batch_stats, jnp.pad(keys[start:start + len(chunk)],
+                                                          ((0, pad), (0, 0))),
+                                     np.pad(chunk, (0, pad)))
+            chunks.append(np.asarray(images)[:len(chunk)])
+        return np.concatenate(chunks) if chunks else np.zeros((0, 48, 48), np.uint8)
+
+    def standing_stats(self, params, batch_stats, classes, *, batch_size: int = 512,
+                       seed: int = 0):
+        """Batch-norm statistics that fit the generator weights ``params`` (the EMA weights,
+        whose activations differ from those of the trained weights that the running
+        statistics followed): those of one train-mode pass over ``batch_size`` class-balanced
+        latents of ``classes`` (BigGAN's standing statistics)."""
+        rng = np.random.default_rng(seed)
+        pool = np.array([EMOTION_INDEX[name] for name in classes], np.int32)
+        keys = rng.integers(0, 2**32, (batch_size, 2), dtype=np.uint32)
+        return _batch_statistics(self.sampler, self.hparams.latent_dim, params, batch_stats,
+                                 keys, rng.choice(pool, batch_size))
+
+    def _generate_train(self, params, batch_stats, z, labels):
+        return self.generator.apply({"params": params, "batch_stats": batch_stats}, z, labels,
+                                    train=True, mutable=["batch_stats"])
+
+    def _augment(self, keys, images, p):
+        return losses.diff_augment(keys, images, self.hparams.augment_policy, p)
+
+    def _reduce(self, tree):
+        return parallel.reduce_mean(tree, self.axis_name or parallel.AXIS)
+
+    # ----------------------------------------------------------------------------- steps
+    def d_step(self, state: GANState, real, labels, keys) -> tuple[GANState, dict]:
+        """One discriminator update on ``real`` images ([-1, 1]) of ``labels`` against fresh
+        fakes of the same labels. ``keys``: ``[B, 3]`` keys (latent, real and fake
+        augmentation) per example."""
+        hparams = self.hparams
+        fake, _ = self._generate_train(state.g_params, state.g_batch_stats,
+                                       latents(keys[:, 0], self.hparams.latent_dim), labels)
+        real = self._augment(keys[:, 1], real, state.augment_p)
+        fake = self._augment(keys[:, 2], jax.lax.stop_gradient(fake), state.augment_p)
+        batch = real.shape[0]
+
+        def loss_fn(d_params):
+            logits, updated = self.discriminator.apply(
+                {"params": d_params, "batch_stats": state.d_batch_stats},
+                jnp.concatenate([real, fake]), jnp.concatenate([labels, labels]), train=True,
+                mutable=["batch_stats"])
+            real_logits, fake_logits = logits[:batch], logits[batch:]
+            loss = self.loss_fns[0](real_logits, fake_logits)
+            r1 = jnp.zeros(())
+            if hparams.r1_gamma > 0:
+                variables = {"params": d_params, **updated}
+                r1 = losses.r1_penalty(
+                    lambda x: self.discriminator.apply(variables, x, labels, train=False), real)
+                loss = loss + 0.5 * hparams.r1_gamma * r1
+            return loss, (updated.get("batch_stats", {}), real_logits, fake_logits, r1)
+
+        (loss, (d_batch_stats, real_logits, fake_logits, r1)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.d_params)
+        grads = self._reduce(grads)
+        updates, d_opt_state = self.optimizers[1].update(grads, state.d_opt_state, state.d_params)
+        overfit = self._reduce(jnp.mean(jnp.sign(real_logits)))  # ADA's r_t
+        augment_p = state.augment_p
+        if hparams.ada_target > 0:
+            augment_p = jnp.clip(
+                augment_p + hparams.ada_speed * jnp.sign(overfit - hparams.ada_target),
+                0.0, hparams.ada_max_p)
+        state = state.replace(d_params=optax.apply_updates(state.d_params, updates),
+                              d_batch_stats=d_batch_stats, d_opt_state=d_opt_state,
+                              augment_p=augment_p)
+        metrics = {"d_loss": loss, "d_real": jnp.mean(real_logits),
+                   "d_fake": jnp.mean(fake_logits), "r1": r1, "ada_rt": overfit,
+                   "augment_p": augment_p}
+        return state, self._reduce(metrics)
+
+    def g_step(self, state: GANState, labels, keys) -> tuple[GANState, dict]:
+        """One generator update through the (fixed) discriminator, then the EMA update.
+        ``keys``: ``[B, 2]`` keys (latent, augmentation) per example."""
+        z = latents(keys[:, 0], self.hparams.latent_dim)
+
+        def loss_fn(g_params):
+            fake, updated = self._generate_train(g_params, state.g_batch_stats, z, labels)
+            fake = self._augment(keys[:, 1], fake, state.augment_p)
+            logits = self.discriminator.apply(
+                {"params": state.d_params, "batch_stats": state.d_batch_stats}, fake, labels,
+                train=False)
+            return self.loss_fns[1](logits), updated.get("batch_stats", {})
+
+        (loss, g_batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+        grads = self._reduce(grads)
+        updates, g_opt_state = self.optimizers[0].update(grads, state.g_opt_state, state.g_params)
+        g_params = optax.apply_updates(state.g_params, updates)
+        step = state.step.astype(jnp.float32)
+        decay = jnp.minimum(self.hparams.ema_decay, (1.0 + step) / (10.0 + step))
+        ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
+                                            state.ema_params, g_params)
+        state = state.replace(g_params=g_params, g_batch_stats=g_batch_stats,
+                              g_opt_state=g_opt_state, ema_params=ema_params)
+        return state, self._reduce({"g_loss": loss})
+
+    def train_step(self, state: GANState, batch: dict, rng, images) -> tuple[GANState, dict]:
+        """One iteration (D step, G step) on a batch from
+        :class:`gan.input_pipeline.BalancedBatches`.
+
+        ``images``: the class-sorted training images (uint8 ``[N, 48, 48]``, device constant).
+        ``rng`` is unused: all randomness is per example, in ``batch["key"]``, so the result
+        does not depend on how the batch is split over devices.
+        """
+        del rng
+        real = to_float(images[batch["image_index"]]) * 2.0 - 1.0
+        keys = jax.vmap(functools.partial(jax.random.split, num=5))(batch["key"])
+        state, d_metrics = self.d_step(state, real, batch["label"], keys[:, :3])
+        state, g_metrics = self.g_step(state, batch["label"], keys[:, 3:])
+        return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
+
+
+def class_grid(gan: Gan, params, batch_stats, classes, per_class: int, seed: int) -> np.ndarray:
+    """uint8 ``[len(classes), per_class, 48, 48]`` generator samples, one row per class."""
+    labels = np.repeat([EMOTION_INDEX[name] for name in classes], per_class)
+    images = gan.sample(params, batch_stats, labels, seed)
+    return images.reshape(len(classes), per_class, *images.shape[1:])
+
+
+# --------------------------------------------------------------------------------- the loop
+_UNUSED_RNG = jax.random.PRNGKey(0)  # compile_step's rng argument; the GAN step ignores it
+GRID_SEED = 1234  # fixed latents for the sample grids, so grids of successive steps compare
+
+
+def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -> Gan:
+    """The :class:`Gan` of a GAN config: ``config.model`` ("cgan" | "dcgan") picks
+    ``config.cgan`` or ``config.dcgan`` as hyperparameters."""
+    return Gan(config.model, GanHparams.from_config(config[config.model]), axis_name)
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_train_step(gan: Gan, placement: parallel.Placement):
+    """The train step of ``gan`` (built with ``placement``'s axis under pmap) compiled for
+    ``placement``; cached so that equal runs in one process (a resume, tests) compile once."""
+    return parallel.compile_step(gan.train_step, placement, num_consts=1)
+
+
+def _mean(metrics: list[dict]) -> dict[str, float]:
+    host = jax.device_get(metrics)
+    return {key: float(np.mean([m[key] for m in host])) for key in host[0]}
+
+
+def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
+        source: str = "training data") -> dict:
+    """Trains one GAN on ``split`` in ``workdir``, resuming from its latest checkpoint.
+
+    Batches draw classes uniformly from ``config.classes``. Losses are checked every
+    ``config.log_every`` steps (and wherever a checkpoint or sample grid is due); a NaN/inf
+    rolls back to the latest checkpoint with both learning rates times
+    ``config.rollback_lr_factor``, at most ``config.max_rollbacks`` times
+    (:class:`GanDivergedError` after that). SIGTERM/SIGINT checkpoint and return early
+    (``summary["interrupted"]``). Writes ``metrics.jsonl``, TensorBoard events and
+    ``samples/step_XXXXXX.png``. Returns a summary: steps, rollbacks, learning rates, the last
+    logged losses, iterations per second.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    placement = parallel.make_placement(config.parallel)
+    gan = build_gan(config, placement.axis_name if placement.mode == "pmap" else None)
+    train_step = compiled_train_step(gan, placement)
+    batches = BalancedBatches.from_split(split, config.classes, config.batch_size, config.seed,
+                                         source)
+    images = placement.replicate(batches.images)
+    template = gan.state_template()
+    check_every = int(np.gcd.reduce([config.log_every, config.checkpoint_every,
+                                     config.sample_every]))
+    config_json = config.to_dict()
+
+    def save(step, host_state, rollbacks):
+        checkpoints.save(step, host_state, meta={"rollbacks": rollbacks}, config=config_json)
+
+    with Checkpointer(workdir, max_to_keep=config.keep_checkpoints) as checkpoints:
+        if checkpoints.latest_step() is None:
+            host_state, step, rollbacks = gan.init_state(config.seed), 0, 0
+            save(0, host_state, 0)
+        else:
+            restored = checkpoints.restore(template)
+            host_state, step = restored.state, restored.step
+            rollbacks = int(restored.meta["rollbacks"])
+        state = placement.replicate(host_state)
+        pending, poisoned, summary, interrupted = [], False, {}, None
+        timer = None  # (time, step) after the first step, which includes compilation
+        with contextlib.closing(RunLog(workdir, step)) as log, StopSignal() as stop, \
+                tqdm.tqdm(total=config.num_steps, initial=step, unit="it", dynamic_ncols=True,
+                          desc=f"{config.model} {workdir.name}") as bar:
+            while step < config.num_steps:
+                if step == config.debug_nan_step and not poisoned:  # test hook: a divergence
+                    poisoned = True
+                    state = state.replace(g_params=jax.tree_util.tree_map(
+                        lambda x: x * jnp.nan, state.g_params))
+                state, metrics = train_step(state, placement.shard_batch(batches.batch(step)),
+                                            _UNUSED_RNG, images)
+                pending.append(metrics)
+                step += 1
+                bar.update()
+                if timer is None:
+                    jax.block_until_ready(metrics)
+                    timer = (time.perf_counter(), step)
+                stopping = stop.received is not None
+                if step % check_every and step < config.num_steps and not stopping:
+                    continue
+                summary, pending = _mean(pending), []
+                due_checkpoint = (step % config.checkpoint_every == 0
+                                  or step == config.num_steps or stopping)
+                host_state = placement.unreplicate(state)
+                if not (np.all(np.isfinite(list(summary.values())))
+                        and (not due_checkpoint or is_finite(host_state))):
+                    rollbacks += 1
+                    host_state = _roll_back(config, checkpoints, template, log, step, rollbacks)
+                    step, state, timer = int(host_state.step), placement.replicate(host_state), None
+                    bar.reset()
+                    bar.update(step)
+                    continue
+                if step > timer[1]:
+                    summary["it_per_s"] = (step - timer[1]) / (time.perf_counter() - timer[0])
+                bar.set_postfix(d=f"{summary['d_loss']:.3f}", g=f"{summary['g_loss']:.3f}",
+                                p=f"{summary['augment_p']:.2f}")
+                if step % config.log_every == 0 or step == config.num_steps:
+                    log.write({"step": step, **summary, **learning_rates(host_state)})
+                if due_checkpoint:
+                    save(step, host_state, rollbacks)
+                if step % config.sample_every == 0 or step == config.num_steps:
+                    save_grid(gan, host_state, config, workdir / "samples" / f"step_{step:06d}.png")
+                if stopping:
+                    interrupted = stop.received
+                    tqdm.tqdm.write(f"stopped by signal {interrupted} at step {step}; checkpoint "
+                                    f"saved in {checkpoints.directory}; rerun to resume")
+                    break
+    return {"workdir": str(workdir), "steps": step, "rollbacks": rollbacks,
+            "interrupted": interrupted, **learning_rates(host_state), **summary}
+
+
+def _roll_back(config, checkpoints: Checkpointer, template: GANState, log: RunLog, bad_step: int,
+               rollbacks: int) -> GANState:
+    """The latest checkpoint with learning rates lowered, after a NaN/inf by ``bad_step``."""
+    if rollbacks > config.max_rollbacks:
+        raise GanDivergedError(
+            f"{checkpoints.directory}: NaN/inf losses by step {bad_step} after "
+            f"{config.max_rollbacks} rollbacks; lower config.{config.model}.g_lr and d_lr")
+    checkpoints.wait()
+    restored = checkpoints.restore(template)
+    state = scale_learning_rates(restored.state, config.rollback_lr_factor)
+    event = {"bad_step": bad_step, "rollbacks": rollbacks, **learning_rates(state)}
+    tqdm.tqdm.write(f"{checkpoints.directory}: NaN/inf loss by step {bad_step}; rolled back to "
+                    f"step {restored.step} with learning rates x{config.rollback_lr_factor}")
+    log.write({"step": restored.step, "event": "rollback", **event})
+    return state
+
+
+def save_grid(gan: Gan, state: GANState, config: ml_collections.ConfigDict, path) -> None:
+    """PNG of ``config.grid_columns`` EMA samples per class of ``config.classes`` (fixed
+    latents, so grids of successive steps compare)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch_stats = gan.standing_stats(state.ema_params, state.g_batch_stats, config.classes)
+    plots.save_image_grid_png(class_grid(gan, state.ema_params, batch_stats, config.classes,
+                                         config.grid_columns, GRID_SEED),
+                              path, row_names=list(config.classes),
+                              title=f"{config.model} step {int(state.step)}")
+
+
+def train_gan(config: ml_collections.ConfigDict, workdir, data: FerData | None = None) -> dict:
+    """Trains ``config.model`` on the training split of ``data`` (default: ``config.data``).
+
+    ``"cgan"``: one conditional GAN over ``config.classes`` in ``workdir``. ``"dcgan"``: the
+    baseline, one unconditional DCGAN per class of ``config.classes`` in ``workdir/<class>``
+    (on that class's images only). Runs resume from their latest checkpoints. Returns
+    ``{"model", "data", "synthetic_data", "runs": {run name: fit summary}}``.
+    """
+    workdir = pathlib.Path(workdir)
+    data = load_data(config.data) if data is None else data
+    split = data.split("train")
+    if config.model == "cgan":
+        runs = {"cgan": fit(config, workdir, split, source=data.source)}
+    else:
+        runs = {}
+        for name in config.classes:
+            single = config.copy_and_resolve_references()
+            single.classes = (name,)
+            members = np.flatnonzero(split.labels == EMOTION_INDEX[name])
+            runs[name] = fit(single, workdir / name, split.take(members), source=data.source)
+            if runs[name]["interrupted"]:
+                break
+    return {"model": config.model, "data": data.source, "synthetic_data": data.synthetic,
+            "runs": runs}

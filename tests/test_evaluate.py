@@ -1,0 +1,82 @@
+"""experiments.evaluate on a tiny trained run: report JSON, groupings, TTA, CLI errors."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import evaluate
+from fer_jax import train
+from fer_jax.classes import EMOTIONS, SIX
+from tests.test_train import tiny_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """(workdir, csv path of the same data): one epoch of a tiny classifier."""
+    root = tmp_path_factory.mktemp("evaluate")
+    train.train_and_evaluate(tiny_config(num_epochs=1), root / "run", data=tiny_data)
+    lines = ["emotion,pixels,Usage"]
+    for name, usage in USAGE.items():
+        split = tiny_data.split(name)
+        lines += [f"{label},{' '.join(map(str, image.reshape(-1)))},{usage}"
+                  for image, label in zip(split.images, split.labels)]
+    csv = root / "fer2013.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return root / "run", csv
+
+
+def _run(args, tmp_path):
+    out = tmp_path / "report.json"
+    assert evaluate.main([*args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_report_json_matches_its_confusion(trained, tmp_path, tiny_data, monkeypatch):
+    workdir, csv = trained
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "cache"))
+    report = _run(["--workdir", str(workdir), "--data", str(csv), "--split", "test"], tmp_path)
+    assert {"accuracy", "macro_f1", "per_class", "confusion", "n", "classes"} <= set(report)
+    confusion = np.array(report["confusion"])
+    assert report["classes"] == list(EMOTIONS) and confusion.shape == (7, 7)
+    assert report["n"] == confusion.sum() == len(tiny_data.split("test"))
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    for i, name in enumerate(EMOTIONS):
+        row = report["per_class"][name]
+        assert set(row) >= {"precision", "recall"}
+        if confusion[i].sum():
+            assert row["recall"] == pytest.approx(confusion[i, i] / confusion[i].sum())
+    assert not report["synthetic"] and report["split"] == "test"
+
+
+def test_grouping_and_tta_options(trained, tmp_path, tiny_data, monkeypatch):
+    workdir, csv = trained
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "cache"))
+    report = _run(["--workdir", str(workdir), "--data", str(csv), "--split", "val",
+                   "--grouping", "six", "--tta"], tmp_path)
+    assert report["classes"] == list(SIX.class_names) and report["tta"]
+    assert report["n"] == int(SIX.covers(tiny_data.split("val").labels).sum())
+
+
+def test_predictor_gives_probabilities(trained, tiny_data):
+    predictor = train.load_predictor(trained[0])
+    probs = predictor(tiny_data.split("val").images[:5], tta=True)
+    assert probs.shape == (5, 7) and predictor.class_names == EMOTIONS
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_missing_workdir_exits_2_with_a_message(tmp_path):
+    missing = tmp_path / "nothing_here"
+    done = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir",
+                           str(missing)], check=False, cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and str(missing) in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,158 @@
+"""GAN building blocks: networks, spectral norm, losses, DiffAugment, Fréchet distance."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax.errors import FerError
+from gan import losses, metrics, models
+from gan.sample import parse_per_class
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _initialised(module, *inputs):
+    return module, module.init(KEY, *inputs, train=False)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return _initialised(models.Generator(channels=(16, 8, 8, 8), embed_dim=4),
+                        jnp.zeros((4, 8)), jnp.zeros(4, jnp.int32))
+
+
+@pytest.fixture(scope="module")
+def discriminator():
+    return _initialised(models.Discriminator(channels=(8, 8, 16)),
+                        jnp.zeros((4, 48, 48, 1)), jnp.zeros(4, jnp.int32))
+
+
+@pytest.mark.parametrize("kind", ["conditional", "dcgan"])
+def test_generators_make_48x48_images_in_tanh_range(kind, generator):
+    module, variables = generator if kind == "conditional" else _initialised(
+        models.DCGANGenerator(channels=(16, 8, 8)), jnp.zeros((4, 8)), jnp.zeros(4, jnp.int32))
+    z = jax.random.normal(KEY, (4, 8))
+    images, updated = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))(
+        variables, z, jnp.arange(4))
+    assert images.shape == (4, 48, 48, 1)
+    assert float(jnp.max(jnp.abs(images))) <= 1.0
+    assert set(updated) == {"batch_stats"}  # train mode updates the running statistics
+
+
+def test_conditional_generator_output_depends_on_the_label(generator):
+    module, variables = generator
+    same_z = jnp.repeat(jax.random.normal(KEY, (1, 8)), 4, axis=0)
+    images = jax.jit(functools.partial(module.apply, train=False))(
+        variables, same_z, jnp.array([1, 1, 5, 5]))
+    assert float(jnp.max(jnp.abs(images[0] - images[1]))) == 0.0
+    assert float(jnp.mean(jnp.abs(images[0] - images[2]))) > 1e-4
+
+
+def test_projection_discriminator_logits_depend_on_the_label(discriminator):
+    module, variables = discriminator
+    images = jax.random.uniform(KEY, (4, 48, 48, 1), minval=-1, maxval=1)
+    apply = jax.jit(functools.partial(module.apply, train=False))
+    a = apply(variables, images, jnp.array([0, 0, 3, 3]))
+    b = apply(variables, images, jnp.array([1, 6, 2, 4]))
+    assert a.shape == (4,)
+    assert np.all(np.abs(np.asarray(a - b)) > 1e-6)
+
+
+def test_spectral_norm_bounds_every_discriminator_layer_near_one(discriminator):
+    module, variables = discriminator
+    images = jax.random.normal(KEY, (4, 48, 48, 1))
+    labels = jnp.arange(4)
+    # Inflate the weights so that the bound is not trivially satisfied at init.
+    params = jax.tree_util.tree_map(lambda w: 5.0 * w, variables["params"])
+    stats = variables["batch_stats"]
+    apply = jax.jit(functools.partial(module.apply, train=True, mutable=["batch_stats"]))
+    for _ in range(30):  # power iterations accumulate in batch_stats across train calls
+        _, updated = apply({"params": params, "batch_stats": stats}, images, labels)
+        stats = updated["batch_stats"]
+    flat_params = {jax.tree_util.keystr(k): v
+                   for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    flat_stats = {jax.tree_util.keystr(k): v
+                  for k, v in jax.tree_util.tree_flatten_with_path(stats)[0]}
+    sigmas = [k for k in flat_stats if k.endswith("/sigma']")]
+    assert len(sigmas) >= 8  # every conv, the linear head and the class embedding
+    for key in sigmas:
+        # "['DiscriminatorBlock_0']['SpectralNorm_0']['Conv_0/kernel/sigma']" -> the param path
+        module_path, name = key.rsplit("['", 1)
+        layer, weight = name.split("/")[:2]
+        parent = module_path.rsplit("['SpectralNorm", 1)[0]
+        kernel = flat_params[f"{parent}['{layer}']['{weight}']"]
+        matrix = np.asarray(kernel).reshape(-1, kernel.shape[-1]) / float(flat_stats[key])
+        assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, abs=0.02), key
+
+
+def test_losses_have_their_textbook_values():
+    real, fake = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0])
+    assert float(losses.d_hinge(real, fake)) == pytest.approx(0.25 + 0.5)
+    assert float(losses.g_hinge(fake)) == pytest.approx(1.0)
+    assert float(losses.d_nonsaturating(real, fake)) == pytest.approx(
+        np.mean(np.log1p(np.exp(-np.array([2.0, 0.5])))) + np.mean(np.log1p(np.exp([-2.0, 0.0]))))
+    assert float(losses.g_nonsaturating(jnp.zeros(3))) == pytest.approx(np.log(2.0))
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        losses.loss_pair("wasserstein")
+
+
+def test_r1_penalty_is_the_squared_input_gradient():
+    weights = jnp.arange(48 * 48, dtype=jnp.float32).reshape(1, 48, 48, 1) / 1000.0
+    def linear(images):  # its input gradient is `weights` for every image
+        return jnp.sum(images * weights, axis=(1, 2, 3))
+
+    penalty = losses.r1_penalty(linear, jnp.zeros((3, 48, 48, 1)))
+    assert float(penalty) == pytest.approx(float(jnp.sum(weights ** 2)), rel=1e-5)
+
+
+def test_diff_augment_ops_probabilities_and_gradients():
+    images = jnp.ones((64, 48, 48, 1))
+    keys = jax.random.split(KEY, 64)
+    never = losses.diff_augment(keys, images, ("translation", "cutout", "brightness"), 0.0)
+    assert np.array_equal(np.asarray(never), np.asarray(images))
+    cut = np.asarray(losses.diff_augment(keys, images, ("cutout",), 1.0))
+    assert np.all((cut == 0).reshape(64, -1).any(axis=1))  # every image lost a square
+    half = np.asarray(losses.diff_augment(keys, images, ("brightness",), 0.5))
+    changed = np.abs(half - 1.0).reshape(64, -1).max(axis=1) > 0
+    assert 16 < changed.sum() < 48
+    shifted = np.asarray(losses.diff_augment(keys, images, ("translation",), 1.0))
+    assert shifted.min() == 0.0 and shifted.max() == 1.0  # zero-filled borders
+    # Same keys, same augmentation: real and fake batches see one distribution of ops.
+    again = losses.diff_augment(keys, images, ("translation",), 1.0)
+    assert np.array_equal(shifted, np.asarray(again))
+    grad = jax.grad(lambda x: jnp.sum(losses.diff_augment(
+        keys, x, ("translation", "cutout", "brightness"), 1.0)))(images)
+    assert float(jnp.sum(grad)) > 0
+    with pytest.raises(ValueError, match="unknown DiffAugment ops"):
+        losses.check_policy(("color",))
+
+
+def test_frechet_distance_matches_the_closed_form_for_2x2_covariances():
+    # For 2x2 PSD M: tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)). Non-commuting covariances.
+    mu1, mu2 = np.array([0.0, 1.0]), np.array([2.0, -1.0])
+    sigma1 = np.array([[2.0, 0.3], [0.3, 0.5]])
+    rotation = np.array([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]])
+    sigma2 = rotation @ np.diag([3.0, 0.2]) @ rotation.T
+    product = sigma1 @ sigma2
+    tr_sqrt = np.sqrt(np.trace(product) + 2 * np.sqrt(np.linalg.det(product)))
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_sqrt
+    assert metrics.frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-10)
+
+    # Estimated from samples of the two Gaussians, it converges to the same value.
+    rng = np.random.default_rng(0)
+    a = rng.multivariate_normal(mu1, sigma1, 50_000)
+    b = rng.multivariate_normal(mu2, sigma2, 50_000)
+    assert metrics.features_fid(a, b) == pytest.approx(expected, rel=0.03)
+    assert metrics.features_fid(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_parse_per_class_accepts_counts_and_rejects_bad_entries():
+    assert parse_per_class("disgust=4000, Fear=1000") == {"disgust": 4000, "fear": 1000}
+    for text, message in [("disgust=4k", "not an integer"), ("joy=3", "unknown class 'joy'"),
+                          ("disgust", "not CLASS=COUNT"), ("fear=-1", ">= 0"),
+                          ("fear=1,fear=2", "given twice"), ("", "empty")]:
+        with pytest.raises(FerError, match=message):
+            parse_per_class(text)

@@ -1,0 +1,232 @@
+"""GAN training: steps learn, jit == pmap, exact resume, NaN rollback, sampling, FER-FID."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import synthesize
+from experiments.configs import gan_smoke
+from fer_jax import models as classifier_models
+from fer_jax import parallel
+from fer_jax.checkpoint import Checkpointer
+from fer_jax.classes import EMOTIONS, SEVEN
+from fer_jax.data.sampling import load_synthetic_npz
+from gan import input_pipeline, metrics, sample, train
+
+CLASSES = ("angry", "disgust", "happy")
+
+
+def tiny_config(**overrides):
+    config = gan_smoke.get_config()
+    config.cgan.update({"g_channels": (16, 8, 8, 8), "d_channels": (8, 8), "embed_dim": 4,
+                        "latent_dim": 8})
+    config.dcgan.update({"g_channels": (16, 8, 8), "d_channels": (8, 8), "latent_dim": 8})
+    config.update({"classes": CLASSES, "batch_size": 8, "num_steps": 6, "log_every": 1,
+                   "checkpoint_every": 2, "sample_every": 6, "grid_columns": 2})
+    config.update(overrides)
+    return config
+
+
+def restore(workdir, step=None):
+    gan = train.build_gan(tiny_config())
+    with Checkpointer(workdir) as checkpoints:
+        return checkpoints.restore(gan.state_template(), step)
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """A tiny conditional GAN trained 6 steps without interruption: (workdir, summary)."""
+    workdir = tmp_path_factory.mktemp("gan") / "reference"
+    summary = train.train_gan(tiny_config(), workdir, data=tiny_data)
+    return workdir, summary["runs"]["cgan"]
+
+
+def test_d_step_and_g_step_lower_their_loss_on_a_fixed_batch(tiny_data):
+    # The compiled iteration runs a D step then a G step; a zero learning rate freezes one
+    # player (Adam's update is then exactly 0), so each step is checked on its own.
+    placement = parallel.make_placement("jit")
+    gan = train.build_gan(tiny_config())
+    step = train.compiled_train_step(gan, placement)
+    batches = input_pipeline.BalancedBatches.from_split(tiny_data.split("train"), CLASSES, 8, 0)
+    images, batch = placement.replicate(batches.images), placement.shard_batch(batches.batch(0))
+    start = gan.init_state(0)
+
+    def losses_while_training(state, name, steps=6):
+        state, values = placement.replicate(state), []
+        for _ in range(steps):
+            state, step_metrics = step(state, batch, jax.random.PRNGKey(0), images)
+            values.append(float(step_metrics[name]))
+        return placement.unreplicate(state), values
+
+    d_state, d_losses = losses_while_training(
+        train.with_learning_rates(start, g_lr=0.0, d_lr=1e-3), "d_loss")
+    assert d_losses[-1] < d_losses[0] - 0.05, d_losses
+    assert_trees_equal(d_state.g_params, start.g_params)
+
+    g_state, g_losses = losses_while_training(
+        train.with_learning_rates(start, g_lr=1e-3, d_lr=0.0), "g_loss")
+    assert g_losses[-1] < g_losses[0] - 0.05, g_losses
+    assert_trees_equal(g_state.d_params, start.d_params)
+
+
+def test_balanced_batches_draw_classes_uniformly(tiny_data):
+    split = tiny_data.split("train")
+    batches = input_pipeline.BalancedBatches.from_split(split, EMOTIONS, 700, seed=3)
+    batch = batches.batch(5)
+    counts = np.bincount(batch["label"], minlength=7)
+    assert counts.min() > 60  # ~100 each although disgust is ~1.5% of the split
+    assert np.array_equal(batches.images[batch["image_index"]],
+                          split.images[np.argsort(split.labels, kind="stable")][
+                              batch["image_index"]])
+    sorted_labels = np.sort(split.labels)
+    assert np.array_equal(sorted_labels[batch["image_index"]], batch["label"])
+    assert np.array_equal(batches.batch(5)["key"], batch["key"])  # pure in (seed, step)
+
+
+def test_pmap_and_jit_steps_agree_on_two_devices(tiny_data):
+    assert jax.device_count() == 2
+    config = tiny_config()
+    batches = input_pipeline.BalancedBatches.from_split(tiny_data.split("train"), CLASSES, 8, 0)
+    results = {}
+    for mode in ("jit", "pmap"):
+        placement = parallel.make_placement(mode)
+        gan = train.build_gan(config, placement.axis_name if mode == "pmap" else None)
+        step = train.compiled_train_step(gan, placement)
+        state = placement.replicate(gan.init_state(0))
+        images = placement.replicate(batches.images)
+        history = []
+        for i in range(2):
+            state, step_metrics = step(state, placement.shard_batch(batches.batch(i)),
+                                       jax.random.PRNGKey(0), images)
+            history.append(jax.device_get(step_metrics))
+        results[mode] = (placement.unreplicate(state), history)
+    (jit_state, jit_metrics), (pmap_state, pmap_metrics) = results["jit"], results["pmap"]
+    for a, b in zip(jit_metrics, pmap_metrics, strict=True):
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for a, b in zip(jax.tree_util.tree_leaves(jit_state), jax.tree_util.tree_leaves(pmap_state),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_training_writes_checkpoints_logs_and_grids(trained):
+    workdir, summary = trained
+    assert summary["steps"] == 6 and summary["rollbacks"] == 0
+    assert summary["it_per_s"] > 0
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in records)
+    assert (workdir / "samples" / "step_000006.png").stat().st_size > 0
+    assert list((workdir / "tensorboard").iterdir())
+    assert int(restore(workdir).state.step) == 6
+
+
+class Killed(Exception):
+    """Stands in for the process dying."""
+
+
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(trained, tiny_data, tmp_path,
+                                                             monkeypatch):
+    reference, _ = trained
+    workdir = tmp_path / "resumed"
+    real_batch = input_pipeline.BalancedBatches.batch
+
+    def dying_batch(self, step):
+        if step == 5:  # after the checkpoint at step 4, before the one at 6
+            raise Killed
+        return real_batch(self, step)
+
+    monkeypatch.setattr(input_pipeline.BalancedBatches, "batch", dying_batch)
+    with pytest.raises(Killed):
+        train.train_gan(tiny_config(), workdir, data=tiny_data)
+    monkeypatch.setattr(input_pipeline.BalancedBatches, "batch", real_batch)
+    with Checkpointer(workdir) as checkpoints:
+        assert checkpoints.latest_step() == 4
+
+    summary = train.train_gan(tiny_config(), workdir, data=tiny_data)["runs"]["cgan"]
+    assert summary["steps"] == 6
+    assert_trees_equal(restore(workdir).state, restore(reference).state)
+    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
+    assert [r["d_loss"] for r in logged] == [r["d_loss"] for r in expected]
+
+
+def test_nan_loss_rolls_back_lowers_learning_rates_and_never_saves_nan(tiny_data, tmp_path):
+    config = tiny_config(debug_nan_step=3, keep_checkpoints=10)
+    summary = train.train_gan(config, tmp_path, data=tiny_data)["runs"]["cgan"]
+    base = tiny_config().cgan
+    assert summary["steps"] == 6 and summary["rollbacks"] == 1
+    assert summary["g_lr"] == pytest.approx(base.g_lr * 0.5)
+    assert summary["d_lr"] == pytest.approx(base.d_lr * 0.5)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    events = [r for r in records if r.get("event") == "rollback"]
+    assert len(events) == 1 and events[0]["step"] == 2 and events[0]["bad_step"] == 4
+    assert all(np.isfinite(r["d_loss"]) for r in records if "d_loss" in r)
+    with Checkpointer(tmp_path) as checkpoints:
+        steps = checkpoints.steps()
+    assert steps == [0, 2, 4, 6]
+    for step in steps:
+        assert train.is_finite(restore(tmp_path, step).state), step
+
+
+def test_synthesize_writes_a_loadable_npz_with_the_requested_counts(trained, tmp_path, capsys):
+    workdir, _ = trained
+    out, grid = tmp_path / "fake.npz", tmp_path / "grid.png"
+    assert synthesize.main(["--workdir", str(workdir), "--per-class", "disgust=5,happy=3",
+                            "--out", str(out), "--grid", str(grid), "--seed", "1"]) == 0
+    loaded = load_synthetic_npz(out)
+    assert {k: v for k, v in loaded.counts().items() if v} == {"disgust": 5, "happy": 3}
+    assert grid.stat().st_size > 0
+    again = sample.sample_images(workdir, {"disgust": 5}, seed=1)
+    assert np.array_equal(again.images, loaded.images[loaded.labels == 1])  # seeded per class
+
+    with pytest.raises(SystemExit) as exit_info:
+        synthesize.run_main(lambda: synthesize.main(
+            ["--workdir", str(workdir), "--per-class", "sad=2", "--out", str(out)]))
+    assert exit_info.value.code == 2
+    assert "no trained generator for class 'sad'" in capsys.readouterr().err
+
+
+def test_dcgan_baseline_trains_one_generator_per_class(tiny_data, tmp_path):
+    config = tiny_config(model="dcgan", classes=("disgust", "fear"), num_steps=2)
+    summary = train.train_gan(config, tmp_path, data=tiny_data)
+    assert set(summary["runs"]) == {"disgust", "fear"}
+    generators = sample.load_generators(tmp_path)
+    assert generators.classes == ("disgust", "fear")
+    fake = generators.sample({"fear": 4, "disgust": 2})
+    assert fake.counts()["fear"] == 4 and fake.counts()["disgust"] == 2
+
+
+def test_fer_fid_of_a_set_against_itself_is_zero_and_evaluation_reports(trained, tiny_data):
+    model = classifier_models.create_model("compact", 7, width=8)
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        jax.random.key(0, impl="rbg"), jnp.zeros((1, 48, 48, 1)))
+    classifier = metrics.FeatureClassifier(model, variables, SEVEN, "untrained compact")
+    features, probs = classifier.features(tiny_data.split("val").images)
+    assert features.ndim == 2 and len(features) == 140 and probs.shape == (140, 7)
+    # They are the penultimate features: the classifier head maps them to the probabilities.
+    head = [layer for layer in jax.tree_util.tree_leaves(
+        variables["params"], is_leaf=lambda x: isinstance(x, dict) and "kernel" in x)
+        if isinstance(layer, dict) and layer["kernel"].shape == (features.shape[1], 7)]
+    assert len(head) == 1
+    logits = features @ np.asarray(head[0]["kernel"]) + np.asarray(head[0]["bias"])
+    np.testing.assert_allclose(np.asarray(jax.nn.softmax(logits)), probs, atol=1e-5)
+    assert metrics.features_fid(features, features) == pytest.approx(0.0, abs=1e-6)
+
+    workdir, _ = trained
+    report = metrics.evaluate_generators(sample.load_generators(workdir), tiny_data, classifier,
+                                         samples_per_class=10)
+    assert set(report["per_class"]) == set(CLASSES)
+    for values in [*report["per_class"].values(), report["overall"]]:
+        assert values["fid"] >= 0 and values["fid_floor"] >= 0
+        assert 0 <= values["recognizability"] <= 1 and 0 <= values["real_recall"] <= 1

@@ -1,0 +1,173 @@
+"""The pipeline end to end on a tiny synthetic config (outputs, skip on rerun, resume after a
+stop), its config guard, and the ablation table built on the pipeline's synthetic faces."""
+
+import contextlib
+import io
+import json
+import sys
+from unittest import mock
+
+import pytest
+
+from experiments import ablation, pipeline
+
+# A tiny pipeline: 2 GAN steps, 1-epoch classifiers of width 4, small synthetic splits.
+TINY = [
+    "--config.data.synthetic_sizes.num_train=420",
+    "--config.data.synthetic_sizes.num_val=140",
+    "--config.data.synthetic_sizes.num_test=140",
+    "--config.gan.num_steps=2", "--config.gan.checkpoint_every=2", "--config.gan.log_every=2",
+    "--config.gan.sample_every=2", "--config.gan.batch_size=16",
+    "--config.synthesize.max_per_class=20",
+    "--config.eval.gan_samples_per_class=0",  # GAN metrics: tested in test_gan*
+] + [f"--config.{section}.{key}={value}"
+     for section in ("flat", "two_tier.tier1", "two_tier.negative", "two_tier.positive")
+     for key, value in (("num_epochs", 1), ("model_kwargs.width", 4), ("batch_size", 32))]
+STAGES = ("data", "gan", "synthesize", "mix", "flat", "two_tier", "evaluate", "report")
+
+
+def run_cli(main, args) -> int:
+    """Runs an entry point's ``main(args)`` as the command line would (config overrides are
+    also read from sys.argv)."""
+    with mock.patch.object(sys, "argv", ["prog", *args]):
+        return main(args)
+
+
+def run_captured(args) -> str:
+    """Runs the pipeline CLI; returns what it printed (exit code must be 0)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert run_cli(pipeline.main, args) == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    """The tiny pipeline run in parts: until the flat model, after which the run is "killed"
+    inside that stage (its marker removed, its checkpoints kept); then to the end; then once
+    more. Returns (workdir, args, [output 1, stages done after 1, output 2, output 3])."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    args = ["--workdir", str(workdir)] + TINY
+    outputs = [run_captured(args + ["--until", "flat"])]
+    outputs.append(sorted(p.stem for p in (workdir / "stages").glob("*.json")))
+    (workdir / "stages" / "flat.json").unlink()
+    outputs.append(run_captured(args))
+    outputs.append(run_captured(args))
+    return workdir, args, outputs
+
+
+def test_pipeline_stops_after_a_stage_and_resumes_an_interrupted_one(pipeline_run):
+    workdir, _, (first, done_after_first, resumed, _) = pipeline_run
+    assert "[1/8] data: running" in first and "[5/8] flat: done" in first
+    assert "two_tier" not in first
+    assert done_after_first == ["data", "flat", "gan", "mix", "synthesize"]
+    for stage in ("data", "gan", "synthesize", "mix"):
+        assert f"{stage}: skipped" in resumed
+    # The killed stage runs again and the engine resumes from its checkpoint: no retraining.
+    assert "[5/8] flat: running" in resumed and "resuming from" in resumed
+    assert "epoch 1/1" not in resumed.split("[6/8]")[0]
+    assert "[8/8] report: done" in resumed
+    assert (workdir / "two_tier" / "two_tier.json").is_file()
+
+
+def test_pipeline_writes_report_results_and_figures(pipeline_run):
+    workdir, _, _ = pipeline_run
+    results = json.loads((workdir / "results.json").read_text())
+    evaluation = results["evaluation"]
+    assert evaluation["splits"] == ["val", "test"] and evaluation["views"] == ["seven", "six"]
+    for model in ("flat", "two_tier", "two_tier_hard"):
+        seven = evaluation["models"][model]["test"]["seven"]
+        six = evaluation["models"][model]["test"]["six"]
+        assert seven["n"] == 140 and len(seven["classes"]) == 7
+        assert six["n"] == 140 - seven["per_class"]["disgust"]["support"]
+        assert "disgust" not in six["per_class"]
+    assert evaluation["members"]["tier1"]["val"]["classes"] == ["negative", "positive"]
+    assert evaluation["members"]["positive"]["val"]["classes"] == ["happy", "surprise", "neutral"]
+    assert results["data"]["synthetic"] is True
+    synthetic = results["synthetic"]["per_class"]
+    assert synthetic and all(0 < n <= 20 for n in synthetic.values())
+    flat_mix = results["mix"]["flat"]["per_class"]
+    assert sum(c["sampled_synthetic"] for c in flat_mix.values()) > 0
+
+    report = (workdir / "report.md").read_text()
+    assert "not** a FER-2013 result" in report
+    assert "| angry | 58.0 |" in report  # the seed's published recall beside ours
+    for figure in ("confusion_flat", "confusion_two_tier", "recall_vs_seed", "gan_samples",
+                   "curves"):
+        name = pipeline.report_lib.FIGURES[figure]
+        assert (workdir / name).stat().st_size > 1000
+        assert f"]({name})" in report
+
+
+def test_pipeline_rerun_skips_every_stage(pipeline_run):
+    *_, (_, _, _, rerun) = pipeline_run
+    assert all(f"{stage}: skipped" in rerun for stage in STAGES)
+    assert "running" not in rerun
+
+
+def test_pipeline_refuses_a_workdir_started_with_another_config(pipeline_run):
+    _workdir, args, _ = pipeline_run
+    with pytest.raises(pipeline.FerError, match=r"another config \(changed: flat.num_epochs"):
+        run_cli(pipeline.main, args + ["--config.flat.num_epochs=2"])
+
+
+def test_synthetic_counts_fill_the_gap_up_to_the_caps():
+    from fer_jax.classes import SEVEN, SIX
+
+    counts = {"angry": 50, "disgust": 5, "fear": 90, "happy": 100, "sad": 60, "surprise": 100,
+              "neutral": 70}
+    per_class = pipeline.synthetic_per_class(counts, ("disgust", "angry", "fear", "surprise"),
+                                             grouping=SEVEN, max_synthetic_share=0.5,
+                                             max_per_class=45)
+    assert per_class == {"disgust": 45, "angry": 45, "fear": 10}
+    # The 6-class setting has no disgust to synthesize.
+    assert pipeline.synthetic_per_class(counts, ("disgust", "angry"), grouping=SIX,
+                                        max_synthetic_share=0.3, max_per_class=1000) == \
+        {"angry": 30}
+
+
+def test_ablation_summary_is_mean_and_sample_std_over_seeds():
+    cells = [{"setting": "seven", "model": "flat", "variant": "gan", "seed": seed, "split": "val",
+              "accuracy": acc, "macro_f1": acc / 2, "disgust_recall": recall}
+             for seed, acc, recall in ((0, 0.5, 0.1), (1, 0.7, 0.3), (2, 0.6, 0.2))]
+    cells.append({**cells[0], "setting": "six", "disgust_recall": None})
+    rows = ablation.summarize(cells)
+    assert [(r["setting"], r["seeds"]) for r in rows] == [("seven", [0, 1, 2]), ("six", [0])]
+    assert rows[0]["accuracy"]["mean"] == pytest.approx(0.6)
+    assert rows[0]["accuracy"]["std"] == pytest.approx(0.1)
+    assert rows[1]["accuracy"]["std"] is None and rows[1]["disgust_recall"]["mean"] is None
+    table = ablation.table_rows(rows)
+    assert table[0][4:] == ["60.0 ± 10.0", "30.0 ± 5.0", "20.0 ± 10.0"]
+    assert table[1][4:] == ["50.0", "25.0", "n/a"]
+
+
+def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_path, capsys):
+    pipeline_workdir, _, _ = pipeline_run
+    args = ["--workdir", str(tmp_path), "--config.settings=('six',)",
+            "--config.variants=('gan_oversampling',)", "--config.seeds=(0,)",
+            f"--config.synthetic_npz={pipeline_workdir}",
+            "--config.data.synthetic_sizes.num_train=420",
+            "--config.data.synthetic_sizes.num_val=140",
+            "--config.data.synthetic_sizes.num_test=140",
+            "--config.classifier.num_epochs=1", "--config.classifier.model_kwargs.width=4",
+            "--config.classifier.batch_size=32"]
+    assert run_cli(ablation.main, args) == 0
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    rows = {(r["model"], r["variant"]): r for r in result["table"]}
+    assert set(rows) == {("flat", "gan_oversampling"), ("two_tier", "gan_oversampling")}
+    for row in rows.values():
+        assert row["seeds"] == [0] and row["split"] == "test"
+        assert len(row["accuracy"]["values"]) == 1 and row["accuracy"]["std"] is None
+        assert row["disgust_recall"]["mean"] is None  # no disgust in the 6-class setting
+    # One engine run per grouping (the flat model and the three members), in runs/.
+    assert sorted(p.parts[-3] for p in (tmp_path / "runs").glob("*/*/seed_0")) == \
+        ["six", "tier1_six", "tier2_negative_six", "tier2_positive"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| 6-class | two-tier | GAN + oversampling | 1 |" in table
+    assert "n/a" in table
+
+    # Rerun: every cell is skipped and the table is the same.
+    capsys.readouterr()
+    assert run_cli(ablation.main, args) == 0
+    assert capsys.readouterr().out.count("skipped (finished earlier)") == 2
+    assert json.loads((tmp_path / "ablation.json").read_text())["table"] == result["table"]

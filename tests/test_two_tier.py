@@ -1,0 +1,157 @@
+"""Two-tier routing on hand-built probabilities, label mapping in both settings, and a tiny
+two-tier model trained, saved as one directory, loaded and evaluated like a flat model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_jax import classes, two_tier
+from fer_jax.errors import FerCheckpointError
+
+# Columns of a 7-class row: angry disgust fear happy sad surprise neutral.
+
+
+def test_soft_routing_multiplies_group_and_class_probabilities():
+    tier1 = np.array([[0.8, 0.2]])
+    negative = np.array([[0.1, 0.2, 0.3, 0.4]])   # angry disgust fear sad
+    positive = np.array([[0.5, 0.25, 0.25]])      # happy surprise neutral
+    probs = two_tier.route(tier1, negative, positive, setting="seven")
+    np.testing.assert_allclose(probs, [[0.08, 0.16, 0.24, 0.10, 0.32, 0.05, 0.05]], atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_soft_and_hard_routing_disagree_when_the_likely_group_is_undecided():
+    # Negative group slightly more likely, but its mass is spread over four classes while the
+    # positive model is sure of happy: soft routing picks happy, hard routing stays negative.
+    tier1 = np.array([[0.55, 0.45]])
+    negative = np.array([[0.25, 0.25, 0.2, 0.3]])
+    positive = np.array([[0.9, 0.05, 0.05]])
+    soft = two_tier.route(tier1, negative, positive, setting="seven", routing="soft")
+    hard = two_tier.route(tier1, negative, positive, setting="seven", routing="hard")
+    assert classes.SEVEN.class_names[soft.argmax()] == "happy"
+    assert classes.SEVEN.class_names[hard.argmax()] == "sad"
+    np.testing.assert_allclose(hard, [[0.25, 0.25, 0.2, 0.0, 0.3, 0.0, 0.0]], atol=1e-6)
+
+
+def test_routing_agrees_when_tier1_is_confident():
+    rng = np.random.default_rng(0)
+    tier1 = np.array([[0.99, 0.01], [0.02, 0.98]])
+    negative = rng.dirichlet(np.ones(3), 2)
+    positive = rng.dirichlet(np.ones(3), 2)
+    soft = two_tier.route(tier1, negative, positive, setting="six")
+    hard = two_tier.route(tier1, negative, positive, setting="six", routing="hard")
+    np.testing.assert_array_equal(soft.argmax(1), hard.argmax(1))
+
+
+@pytest.mark.parametrize("setting, negatives", [
+    ("seven", ("angry", "disgust", "fear", "sad")),
+    ("six", ("angry", "fear", "sad")),
+])
+def test_each_member_class_lands_on_its_canonical_class(setting, negatives):
+    flat = two_tier.setting_grouping(setting)
+    for group_index, names in enumerate((negatives, ("happy", "surprise", "neutral"))):
+        for class_index, name in enumerate(names):
+            tier1 = np.eye(2)[[group_index]]
+            member = np.eye(len(names))[[class_index]]
+            other = np.full((1, 3 if group_index == 0 else len(negatives)), 1.0 / 3)
+            args = (member, other) if group_index == 0 else (other, member)
+            probs = two_tier.route(tier1, *args, setting=setting)
+            assert probs.shape == (1, flat.num_classes)
+            canonical = flat.decode(probs.argmax(1))[0]
+            assert classes.EMOTIONS[canonical] == name
+
+
+def test_member_groupings_cover_the_setting_and_route_rejects_wrong_shapes():
+    for setting, flat in (("seven", classes.SEVEN), ("six", classes.SIX)):
+        groupings = two_tier.member_groupings(setting)
+        assert groupings["tier1"].canonical_labels == flat.canonical_labels
+        assert sorted(groupings["negative"].canonical_labels
+                      + groupings["positive"].canonical_labels) == list(flat.canonical_labels)
+    with pytest.raises(ValueError, match="negative probabilities must be"):
+        two_tier.route(np.ones((1, 2)) / 2, np.ones((1, 4)) / 4, np.ones((1, 3)) / 3,
+                       setting="six")
+    with pytest.raises(ValueError, match="unknown routing"):
+        two_tier.route(np.ones((1, 2)) / 2, np.ones((1, 3)) / 3, np.ones((1, 3)) / 3,
+                       setting="six", routing="argmax")
+
+
+def test_restrict_drops_disgust_and_renormalises():
+    probs = np.array([[0.1, 0.5, 0.1, 0.1, 0.1, 0.05, 0.05]])
+    six = two_tier.restrict(probs, classes.SEVEN, classes.SIX)
+    np.testing.assert_allclose(six, [[0.2, 0.2, 0.2, 0.2, 0.1, 0.1]], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- trained model
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_data):
+    """A two-tier model of the 6-class setting with hard routing, members trained 1 epoch."""
+    from experiments.configs import pipeline_default
+
+    def member():
+        config = pipeline_default.classifier(gan_mixing=False, num_epochs=1, batch_size=32,
+                                             progress=False)
+        config.model_kwargs.width = 4
+        return config
+
+    config = pipeline_default.get_config().two_tier
+    config.setting = "six"
+    config.routing = "hard"
+    config.tier1, config.negative, config.positive = member(), member(), member()
+    workdir = tmp_path_factory.mktemp("two_tier")
+    summaries = two_tier.train_two_tier(config, workdir, tiny_data)
+    return workdir, summaries
+
+
+def test_train_two_tier_writes_one_loadable_checkpoint_directory(trained, tiny_data):
+    workdir, summaries = trained
+    assert summaries["interrupted"] is None
+    manifest = json.loads((workdir / two_tier.MANIFEST).read_text())
+    assert manifest["setting"] == "six" and manifest["routing"] == "hard"
+    assert {m["grouping"] for m in manifest["members"].values()} == \
+        {"tier1_six", "tier2_negative_six", "tier2_positive"}
+
+    model = two_tier.load_two_tier(workdir)
+    assert model.tier1.class_names == ("negative", "positive")
+    assert model.negative.class_names == ("angry", "fear", "sad")
+    images = tiny_data.split("test").images[:50]
+    probs = model.predict(images)
+    assert probs.shape == (50, 6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    members = [model.member(name)(images) for name in ("tier1", "negative", "positive")]
+    np.testing.assert_allclose(probs, two_tier.route(*members, setting="six", routing="hard"),
+                               atol=1e-6)
+    soft = two_tier.load_predictor(workdir, routing="soft")(images)
+    np.testing.assert_allclose(soft, two_tier.route(*members, setting="six"), atol=1e-6)
+
+
+def test_two_tier_evaluates_like_a_flat_model(trained, tiny_data):
+    from experiments.evaluate import evaluate
+
+    workdir, _ = trained
+    predictor = two_tier.load_predictor(workdir)
+    assert predictor.grouping is classes.SIX
+    split = tiny_data.split("test")
+    report = evaluate(predictor, split, classes.SIX)
+    assert report["classes"] == list(classes.SIX.class_names)
+    assert report["n"] == int(np.sum(split.labels != classes.EMOTION_INDEX["disgust"]))
+    assert 0.0 <= report["accuracy"] <= 1.0
+    # Each member scores on its own group (the numbers the pipeline reports per tier).
+    tier1 = evaluate(two_tier.load_two_tier(workdir).tier1, split, classes.TIER1_SIX)
+    assert tier1["classes"] == ["negative", "positive"] and tier1["n"] == report["n"]
+
+
+def test_loading_rejects_missing_or_mismatched_checkpoints(trained, tmp_path):
+    workdir, _ = trained
+    with pytest.raises(FerCheckpointError, match="no two-tier manifest"):
+        two_tier.load_two_tier(tmp_path)
+    (tmp_path / two_tier.MANIFEST).write_text("{not json")
+    with pytest.raises(FerCheckpointError, match="malformed two-tier manifest"):
+        two_tier.load_two_tier(tmp_path)
+    manifest = json.loads((workdir / two_tier.MANIFEST).read_text())
+    for name in manifest["members"]:  # point every member at the trained negative model
+        manifest["members"][name]["workdir"] = str(workdir / "negative")
+    (tmp_path / two_tier.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(FerCheckpointError, match="member 'tier1' predicts grouping "
+                                                 "'tier2_negative_six'"):
+        two_tier.load_two_tier(tmp_path)
