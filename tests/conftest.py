@@ -5,11 +5,11 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
-import pathlib  # noqa: E402
+import pathlib
 
-import pytest  # noqa: E402
+import pytest
 
-from fer_jax.data import synthetic  # noqa: E402
+from fer_jax.data import synthetic
 
 REAL_ZIP = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/fer2013/fer2013_images.zip"
 
