@@ -175,7 +175,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Builds the model registered as ``name`` (see :data:`MODELS`) with ``num_classes``
-    outputs; ``kwargs`` set module fields (``dtype``, ``width``, ``dropout``, ...)."""
+    outputs; ``kwargs`` set module fields (``dtype``, ``width``, ``dropout``, ...). Lists (as
+    configs restored from JSON give them) become tuples, so the module stays hashable for jit."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
         factory = MODELS[name]
     except KeyError:

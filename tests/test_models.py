@@ -89,3 +89,12 @@ def test_bfloat16_compute_keeps_float32_params():
     variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables["params"]))
     assert jax.jit(model.apply)(variables, x).dtype == jnp.float32
+
+
+def test_create_model_from_json_config_lists_is_hashable():
+    """Configs restored from JSON hold lists; the module must still be a valid jit static arg."""
+    from fer_jax.models import create_model
+
+    model = create_model("compact", 7, width=8, multipliers=[2, 4, 8], dense=64)
+    assert model.multipliers == (2, 4, 8)
+    hash(model)
