@@ -18,7 +18,6 @@ recall).
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -29,10 +28,10 @@ import numpy as np
 
 from experiments import pipeline as pipeline_lib
 from experiments import report as report_lib
-from experiments.cli import add_data_argument, run_main
+from experiments.cli import experiment_parser, parse_with_config, run_main
 from experiments.evaluate import evaluate
-from experiments.train_classifier import parse_config
 from fer_jax import classes, train, two_tier
+from fer_jax.data import load_from_config
 from fer_jax.errors import FerError
 
 DEFAULT_CONFIG = pathlib.Path(__file__).parent / "configs" / "ablation_default.py"
@@ -47,6 +46,23 @@ VARIANT_LABELS = {"none": "none", "oversampling": "oversampling", "gan": "GAN",
 
 def cell_name(setting: str, model: str, variant: str, seed: int) -> str:
     return f"{setting}-{model}-{variant}-seed{seed}"
+
+
+def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Records the config in ``<workdir>/config.json``; refuses to continue a workdir that was
+    started with a different config (its finished cells would not match)."""
+    current = json.loads(config.to_json_best_effort())
+    path = workdir / "config.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            changed = pipeline_lib.changed_keys(saved, current)
+            raise FerError(f"{workdir}: this workdir was started with another config (changed: "
+                           f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); use "
+                           "another --workdir or the original config")
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        pipeline_lib.write_json(path, current)
 
 
 class Ablation:
@@ -68,7 +84,7 @@ class Ablation:
     @property
     def data(self):
         if self._data is None:
-            self._data = pipeline_lib.load_data(self.config)
+            self._data = load_from_config(self.config.data)
         return self._data
 
     def cells(self) -> list[tuple[str, str, str, int]]:
@@ -144,7 +160,7 @@ class Ablation:
 
     def run(self) -> dict:
         """Runs every unfinished cell, then writes the tables; returns the ablation dict."""
-        pipeline_lib.check_config(self.workdir, self.config)
+        check_config(self.workdir, self.config)
         cells_dir = self.workdir / "cells"
         cells_dir.mkdir(parents=True, exist_ok=True)
         cells = self.cells()
@@ -234,19 +250,10 @@ def render_markdown(ablation: dict) -> str:
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.ablation", description=__doc__.splitlines()[0],
-        epilog=f"--config PATH picks a config file (default: {DEFAULT_CONFIG.name}); "
-               "--config.KEY=VALUE overrides one field, e.g. --config.seeds=(0,1,2).")
-    add_data_argument(parser)
-    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR),
-                        help=f"output directory (default: {DEFAULT_WORKDIR})")
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--config" or a.startswith("--config=") for a in rest):
-        rest = ["--config", str(DEFAULT_CONFIG)] + rest
-    config, _ = parse_config(rest)
-    if args.data is not None:
-        config.data.source = args.data
+    parser = experiment_parser("python -m experiments.ablation", __doc__.splitlines()[0],
+                               example="--config.seeds=(0,1,2)", default_config=DEFAULT_CONFIG,
+                               default_workdir=DEFAULT_WORKDIR)
+    args, config, _ = parse_with_config(parser, argv, DEFAULT_CONFIG)
     ablation = Ablation(config, args.workdir)
     try:
         result = ablation.run()

@@ -184,19 +184,20 @@ def main(argv: list[str] | None = None) -> int:
 
     gemm = gemm_gflops()
     print(f"float32 GEMM: {gemm:.1f} GFLOP/s", flush=True)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for model in args.models:
         for mode in args.modes:
             for devices in args.devices:
                 print(f"measuring {model} {mode} on {devices} device(s) ...", flush=True)
                 results.extend(run_worker(model, mode, devices, args))
-    table = markdown_table(results, gemm)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"gemm_gflops": gemm, "cpu_count": os.cpu_count(), "results": results}, indent=1))
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+                # Written after every worker, so an interrupted run keeps what it measured.
+                out.with_suffix(".json").write_text(json.dumps(
+                    {"gemm_gflops": gemm, "cpu_count": os.cpu_count(), "results": results},
+                    indent=1))
+                out.with_suffix(".md").write_text(markdown_table(results, gemm) + "\n")
+    print(markdown_table(results, gemm))
     return 0 if results else 1
 
 

@@ -15,7 +15,6 @@ its checkpoints (classifier engine and GAN resume). The workdir ends up with ``r
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -28,11 +27,10 @@ import numpy as np
 
 from experiments import report as report_lib
 from experiments import synthesize
-from experiments.cli import add_data_argument, run_main
+from experiments.cli import experiment_parser, parse_with_config, run_main
 from experiments.evaluate import evaluate
-from experiments.train_classifier import parse_config
 from fer_jax import classes, train, two_tier
-from fer_jax.data import load, sampling
+from fer_jax.data import load_from_config, sampling
 from fer_jax.errors import FerError
 from gan import metrics as gan_metrics
 from gan import train as gan_train
@@ -54,7 +52,8 @@ class Interrupted(FerError):
 
 # ----------------------------------------------------------------------------- stage records
 class StageLog:
-    """Done-markers of a workdir: ``stages/<name>.json`` = ``{"seconds", "outputs"}``."""
+    """Done-markers of a workdir: ``stages/<name>.json`` = ``{"seconds", "outputs", "inputs"}``
+    (``inputs``: the config values the stage's outputs depend on)."""
 
     def __init__(self, workdir: pathlib.Path):
         self.directory = workdir / "stages"
@@ -63,10 +62,10 @@ class StageLog:
         path = self.directory / f"{name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def mark(self, name: str, outputs: dict, seconds: float) -> None:
+    def mark(self, name: str, outputs: dict, seconds: float, inputs: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_json(self.directory / f"{name}.json", {"stage": name, "seconds": seconds,
-                                                     "outputs": outputs})
+                                                     "outputs": outputs, "inputs": inputs})
 
 
 def write_json(path: pathlib.Path, value) -> None:
@@ -84,38 +83,15 @@ def _to_builtin(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Records the config in ``<workdir>/config.json``; refuses to continue a workdir that was
-    started with a different config (its finished stages would not match)."""
-    current = json.loads(config.to_json_best_effort())
-    path = workdir / "config.json"
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            changed = sorted(_diff(saved, current))
-            raise FerError(f"{workdir}: this workdir was started with another config (changed: "
-                           f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); use "
-                           "another --workdir or the original config")
-    else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_json(path, current)
-
-
-def _diff(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [key for k in sorted(set(a) | set(b))
-                for key in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+def changed_keys(saved, current, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON trees differ (e.g. ``["flat.num_epochs"]``)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [key for k in sorted(set(saved) | set(current))
+                for key in changed_keys(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [prefix.rstrip(".") or "(everything)"]
 
 
 # ----------------------------------------------------------------------------- helpers
-def load_data(config: ml_collections.ConfigDict):
-    """The FerData that ``config.data`` names (None source: the synthetic faces)."""
-    sizes = config.data.get("synthetic_sizes")
-    return load(config.data.source, val_fraction=config.data.val_fraction,
-                seed=config.data.split_seed, synthetic_sizes=dict(sizes) if sizes else None)
-
-
 def classifier_config(section: ml_collections.ConfigDict,
                       synthetic_npz: pathlib.Path | None) -> ml_collections.ConfigDict:
     """An engine config from a pipeline classifier section: ``data.synthetic_npz`` points at
@@ -127,20 +103,29 @@ def classifier_config(section: ml_collections.ConfigDict,
 
 
 def synthetic_per_class(train_counts: dict[str, int], names, *, grouping,
-                        max_synthetic_share: float, max_per_class: int) -> dict[str, int]:
+                        mixes: list[tuple[int | None, float]],
+                        max_per_class: int) -> dict[str, int]:
     """Synthetic images to generate for each class of ``names`` in ``grouping``: as many as
-    the training mix can use (the gap to the majority count, capped at ``max_synthetic_share``
-    of it, see :func:`fer_jax.data.sampling.build_training_mix`), at most ``max_per_class``."""
-    target = max(train_counts[name] for name in grouping.class_names)
-    cap = int(np.floor(max_synthetic_share * target + 1e-9))
-    counts = {name: min(target - train_counts[name], cap, max_per_class) for name in names
-              if name in grouping.class_names}
+    any training mix can use, at most ``max_per_class``. ``mixes``: ``(target_per_class,
+    max_synthetic_share)`` of each classifier that mixes them in; a mix tops a class up to its
+    target (default: the majority count), synthetic images being at most the share of it (see
+    :func:`fer_jax.data.sampling.build_training_mix`)."""
+    majority = max(train_counts[name] for name in grouping.class_names)
+    counts = {}
+    for name in names:
+        if name not in grouping.class_names:
+            continue
+        usable = [min(target - train_counts[name], int(np.floor(share * target + 1e-9)))
+                  for target, share in ((t or majority, s) for t, s in mixes)]
+        counts[name] = min(max(usable, default=0), max_per_class)
     return {name: n for name, n in counts.items() if n > 0}
 
 
-def _mixing_sections(config) -> list[ml_collections.ConfigDict]:
+def _mixes(config) -> list[tuple[int | None, float]]:
+    """``(target_per_class, max_synthetic_share)`` of the classifiers with GAN mixing on."""
     sections = [config.flat] + [config.two_tier[m] for m in two_tier.MEMBERS]
-    return [s for s in sections if s.data.get("gan_mixing")]
+    return [(s.data.target_per_class, s.data.max_synthetic_share) for s in sections
+            if s.data.get("gan_mixing")]
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -168,7 +153,7 @@ class Pipeline:
     @property
     def data(self):
         if self._data is None:
-            self._data = load_data(self.config)
+            self._data = load_from_config(self.config.data)
         return self._data
 
     @property
@@ -186,11 +171,12 @@ class Pipeline:
         ``{stage: seconds}`` of the stages run now (0 for skipped ones)."""
         if until is not None and until not in self.names:
             raise FerError(f"unknown stage {until!r}; stages: {', '.join(self.names)}")
-        check_config(self.workdir, self.config)
         timings = {}
         for index, (name, stage) in enumerate(self.steps, 1):
             prefix = f"[{index}/{len(self.steps)}] {name}"
-            if self.stages.get(name) is not None:
+            record = self.stages.get(name)
+            if record is not None:
+                self._check_inputs(name, record)
                 print(f"{prefix}: skipped (finished earlier; stages/{name}.json)", flush=True)
                 timings[name] = 0.0
             else:
@@ -198,11 +184,43 @@ class Pipeline:
                 start = time.perf_counter()
                 outputs = stage()
                 timings[name] = time.perf_counter() - start
-                self.stages.mark(name, outputs, timings[name])
+                self.stages.mark(name, outputs, timings[name], self.stage_inputs(name))
                 print(f"{prefix}: done in {timings[name]:.1f}s", flush=True)
             if name == until:
                 break
         return timings
+
+    def stage_inputs(self, name: str) -> dict:
+        """The config values the outputs of stage ``name`` depend on, its upstream stages'
+        included (JSON)."""
+        c = json.loads(self.config.to_json_best_effort())
+        sections = {"flat": c["flat"], **{m: c["two_tier"][m] for m in two_tier.MEMBERS}}
+        chain = {"data": {"data": c["data"]}}
+        # gan.baseline and gan.eval configure experiments.train_gan, not gan.train.train_gan.
+        chain["gan"] = {**chain["data"], "gan": {k: v for k, v in c["gan"].items()
+                                                 if k not in ("baseline", "eval")}}
+        chain["synthesize"] = {**chain["gan"], "setting": c["setting"],
+                               "synthesize": c["synthesize"],
+                               "mixing": {k: [v["data"].get("gan_mixing"),
+                                              v["data"]["max_synthetic_share"],
+                                              v["data"]["target_per_class"]]
+                                          for k, v in sections.items()}}
+        chain["mix"] = {**chain["synthesize"], "mix": {k: v["data"] for k, v in sections.items()}}
+        chain["flat"] = {**chain["synthesize"], "flat": c["flat"]}
+        chain["two_tier"] = {**chain["synthesize"], "two_tier": c["two_tier"]}
+        chain["evaluate"] = {**chain["flat"], **chain["two_tier"], "eval": c["eval"]}
+        chain["report"] = {**chain["evaluate"], **chain["mix"]}
+        return chain[name]
+
+    def _check_inputs(self, name: str, record: dict) -> None:
+        """Refuses to build on a finished stage whose config values have changed since."""
+        changed = changed_keys(record.get("inputs"), self.stage_inputs(name))
+        if changed:
+            more = f" (+{len(changed) - 6} more)" if len(changed) > 6 else ""
+            raise FerError(
+                f"{self.workdir}: stage {name!r} finished with other settings than this config "
+                f"(changed: {', '.join(changed[:6])}{more}); use another --workdir, the original "
+                f"config, or delete stages/{name}.json and the later markers to redo them")
 
     # ------------------------------------------------------------------------- stages
     def stage_data(self) -> dict:
@@ -223,11 +241,9 @@ class Pipeline:
         return summary
 
     def stage_synthesize(self) -> dict:
-        sections = _mixing_sections(self.config)
-        share = max((s.data.max_synthetic_share for s in sections), default=0.0)
         per_class = synthetic_per_class(
             self.data.split("train").counts(), self.config.synthesize.classes,
-            grouping=self.setting, max_synthetic_share=share,
+            grouping=self.setting, mixes=_mixes(self.config),
             max_per_class=self.config.synthesize.max_per_class)
         if not per_class:
             print("  no minority class needs synthetic images (or no classifier mixes them)")
@@ -350,22 +366,13 @@ def _gan_recognizability(workdir: pathlib.Path, data, config) -> dict | None:
 
 # ----------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.pipeline", description=__doc__.splitlines()[0],
-        epilog=f"--config PATH picks a config file (default: {DEFAULT_CONFIG.name}); "
-               "--config.KEY=VALUE overrides one field, e.g. --config.flat.num_epochs=3.")
-    add_data_argument(parser)
-    parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR),
-                        help=f"output directory (default: {DEFAULT_WORKDIR})")
+    parser = experiment_parser("python -m experiments.pipeline", __doc__.splitlines()[0],
+                               example="--config.flat.num_epochs=3",
+                               default_config=DEFAULT_CONFIG, default_workdir=DEFAULT_WORKDIR)
     parser.add_argument("--until", metavar="STAGE", default=None,
                         help="stop after this stage (data, gan, synthesize, mix, flat, "
                              "two_tier, evaluate, report)")
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--config" or a.startswith("--config=") for a in rest):
-        rest = ["--config", str(DEFAULT_CONFIG)] + rest
-    config, _ = parse_config(rest)
-    if args.data is not None:
-        config.data.source = args.data
+    args, config, _ = parse_with_config(parser, argv, DEFAULT_CONFIG)
     return args, config
 
 

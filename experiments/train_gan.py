@@ -14,20 +14,18 @@ Every stage resumes from its checkpoints: rerun the same command after an interr
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
-import pathlib
 import sys
 
 import ml_collections
 
-from experiments.cli import add_data_argument, run_main
-from experiments.train_classifier import parse_config
+from experiments.cli import default_workdir, experiment_parser, parse_with_config, run_main
 from fer_jax.checkpoint import has_checkpoint
+from fer_jax.data import load_from_config
 from fer_jax.errors import FerCheckpointError
 from fer_jax.train import train_and_evaluate
-from gan import input_pipeline, metrics, sample, train
+from gan import metrics, sample, train
 
 SYNTHETIC_NOTE = "SYNTHETIC faces (no --data): numbers say nothing about FER-2013"
 
@@ -57,24 +55,17 @@ def baseline_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.train_gan",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", default=None,
-                        help="run directory (default: checkpoints/<config name>)")
-    add_data_argument(parser)
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    config, config_path = parse_config(rest)
-    if args.data is not None:
-        config.data.source = args.data
-    workdir = pathlib.Path(args.workdir or pathlib.Path("checkpoints") /
-                           pathlib.Path(config_path).stem)
+    parser = experiment_parser("python -m experiments.train_gan", __doc__.splitlines()[0],
+                               example="--config.num_steps=500")
+    args, config, config_path = parse_with_config(parser, argv)
+    workdir = default_workdir(args.workdir, config_path)
     eval_config = config.eval
     if eval_config.classifier_workdir and not has_checkpoint(eval_config.classifier_workdir):
         raise FerCheckpointError(
             f"{eval_config.classifier_workdir}: no trained feature classifier (config.eval."
             "classifier_workdir); train it first with python -m experiments.train_classifier, "
             "or pass --config.eval.classifier_workdir= (empty) to train one here")
-    data = input_pipeline.load_data(config.data)
+    data = load_from_config(config.data)
     print(f"training {config.model} in {workdir} on "
           f"{SYNTHETIC_NOTE if data.synthetic else data.source}", flush=True)
 

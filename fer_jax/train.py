@@ -233,12 +233,9 @@ def prepare_data(config: ml_collections.ConfigDict, data: FerData | None) -> Pre
     """Loads ``config.data.source`` (None: synthetic) unless ``data`` is given, encodes labels
     for ``config.grouping`` and adds the optional synthetic (GAN) images."""
     if data is None:
-        from fer_jax.data import load
+        from fer_jax.data import load_from_config
 
-        sizes = config.data.get("synthetic_sizes")
-        data = load(config.data.get("source"), val_fraction=config.data.get("val_fraction", 0.1),
-                    seed=config.data.get("split_seed", 0),
-                    synthetic_sizes=dict(sizes) if sizes else None)
+        data = load_from_config(config.data)
     grouping = classes.grouping(config.grouping)
     synthetic = None
     if config.data.get("synthetic_npz"):

@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
 import numpy as np
 
 from fer_jax.classes import EMOTION_INDEX
-from fer_jax.data import load
-from fer_jax.data.dataset import FerData, Split
+from fer_jax.data.dataset import Split
 from fer_jax.errors import FerDataError
-
-
-def load_data(data_config: ml_collections.ConfigDict) -> FerData:
-    """The data a config names: ``source`` (None: the synthetic faces), ``val_fraction``,
-    ``split_seed``, ``synthetic_sizes`` (as the classifier configs' ``config.data``)."""
-    sizes = data_config.get("synthetic_sizes")
-    return load(data_config.get("source"), val_fraction=data_config.get("val_fraction", 0.1),
-                seed=data_config.get("split_seed", 0),
-                synthetic_sizes=dict(sizes) if sizes else None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,12 +34,13 @@ from flax import struct
 from fer_jax import parallel, plots
 from fer_jax.checkpoint import Checkpointer
 from fer_jax.classes import EMOTION_INDEX
+from fer_jax.data import load_from_config
 from fer_jax.data.augment import to_float
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerError
 from fer_jax.train import RunLog, StopSignal
 from gan import losses, models
-from gan.input_pipeline import BalancedBatches, load_data
+from gan.input_pipeline import BalancedBatches
 
 PyTree = Any
 
@@ -534,7 +535,7 @@ def train_gan(config: ml_collections.ConfigDict, workdir, data: FerData | None =
     ``{"model", "data", "synthetic_data", "runs": {run name: fit summary}}``.
     """
     workdir = pathlib.Path(workdir)
-    data = load_data(config.data) if data is None else data
+    data = load_from_config(config.data) if data is None else data
     split = data.split("train")
     if config.model == "cgan":
         runs = {"cgan": fit(config, workdir, split, source=data.source)}

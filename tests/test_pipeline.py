@@ -105,10 +105,13 @@ def test_pipeline_rerun_skips_every_stage(pipeline_run):
     assert "running" not in rerun
 
 
-def test_pipeline_refuses_a_workdir_started_with_another_config(pipeline_run):
+def test_pipeline_refuses_to_build_on_stages_finished_with_other_settings(pipeline_run):
     _workdir, args, _ = pipeline_run
-    with pytest.raises(pipeline.FerError, match=r"another config \(changed: flat.num_epochs"):
+    with pytest.raises(pipeline.FerError, match=r"stage 'flat' finished with other settings "
+                                                r"than this config \(changed: flat.num_epochs\)"):
         run_cli(pipeline.main, args + ["--config.flat.num_epochs=2"])
+    # Settings no finished stage depends on (here: the GAN's own evaluation) do not block.
+    assert run_cli(pipeline.main, args + ["--config.gan.eval.samples_per_class=7"]) == 0
 
 
 def test_synthetic_counts_fill_the_gap_up_to_the_caps():
@@ -116,14 +119,20 @@ def test_synthetic_counts_fill_the_gap_up_to_the_caps():
 
     counts = {"angry": 50, "disgust": 5, "fear": 90, "happy": 100, "sad": 60, "surprise": 100,
               "neutral": 70}
-    per_class = pipeline.synthetic_per_class(counts, ("disgust", "angry", "fear", "surprise"),
-                                             grouping=SEVEN, max_synthetic_share=0.5,
-                                             max_per_class=45)
-    assert per_class == {"disgust": 45, "angry": 45, "fear": 10}
+    names = ("disgust", "angry", "fear", "surprise")
+    # Target = majority (100), share 0.5: gap to 100, at most 50, at most max_per_class.
+    assert pipeline.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[(None, 0.5)],
+                                        max_per_class=45) == \
+        {"disgust": 45, "angry": 45, "fear": 10}
+    # Several mixes: the largest need; a target of 60 needs nothing for fear (90 real).
+    assert pipeline.synthetic_per_class(counts, names, grouping=SEVEN,
+                                        mixes=[(60, 1.0), (None, 0.2)], max_per_class=1000) == \
+        {"disgust": 55, "angry": 20, "fear": 10}
+    assert pipeline.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[],
+                                        max_per_class=1000) == {}
     # The 6-class setting has no disgust to synthesize.
     assert pipeline.synthetic_per_class(counts, ("disgust", "angry"), grouping=SIX,
-                                        max_synthetic_share=0.3, max_per_class=1000) == \
-        {"angry": 30}
+                                        mixes=[(None, 0.3)], max_per_class=1000) == {"angry": 30}
 
 
 def test_ablation_summary_is_mean_and_sample_std_over_seeds():

@@ -3,7 +3,7 @@ for every source, plus the embedded synthetic default."""
 
 from fer_jax.data.dataset import IMAGE_SIZE, SPLITS, FerData, SkippedRecord, Split
 
-__all__ = ["IMAGE_SIZE", "SPLITS", "FerData", "SkippedRecord", "Split", "load"]
+__all__ = ["IMAGE_SIZE", "SPLITS", "FerData", "SkippedRecord", "Split", "load", "load_from_config"]
 
 
 def load(source=None, **kwargs) -> FerData:
@@ -12,3 +12,13 @@ def load(source=None, **kwargs) -> FerData:
     from fer_jax.data import readers
 
     return readers.load(source, **kwargs)
+
+
+def load_from_config(data_config) -> FerData:
+    """The data a config section names (the ``config.data`` of every experiment config):
+    ``source`` (None: the synthetic faces), ``val_fraction``, ``split_seed``,
+    ``synthetic_sizes``."""
+    sizes = data_config.get("synthetic_sizes")
+    return load(data_config.get("source"), val_fraction=data_config.get("val_fraction", 0.1),
+                seed=data_config.get("split_seed", 0),
+                synthetic_sizes=dict(sizes) if sizes else None)
