@@ -69,27 +69,29 @@ class Checkpointer:
       workdir: the run directory; checkpoints go to ``<workdir>/checkpoints``.
       max_to_keep: how many of the most recent steps to keep.
       best_metric: metrics key ranking checkpoints; the best one is kept beyond
-        ``max_to_keep``. Saves without this metric never count as best.
+        ``max_to_keep``. Saves without this metric never count as best. None: no ranking
+        (only the latest ``max_to_keep`` steps are kept).
       best_mode: ``"max"`` (accuracy) or ``"min"`` (loss).
       async_save: write in a background thread (arrays are copied to host first, so the
         caller may update/donate its state right after :meth:`save` returns).
     """
 
     def __init__(self, workdir: str | pathlib.Path, *, max_to_keep: int = 2,
-                 best_metric: str = "val_accuracy", best_mode: str = "max",
+                 best_metric: str | None = "val_accuracy", best_mode: str = "max",
                  async_save: bool = True):
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
         self.best_metric = best_metric
         self.best_mode = best_mode
-        policy = checkpoint_managers.AnyPreservationPolicy([
-            checkpoint_managers.LatestN(n=max_to_keep),
-            checkpoint_managers.BestN(get_metric_fn=self._score, n=1,
-                                      keep_checkpoints_without_metrics=False),
-        ])
+        policies = [checkpoint_managers.LatestN(n=max_to_keep)]
+        if best_metric is not None:
+            policies.append(checkpoint_managers.BestN(get_metric_fn=self._score, n=1,
+                                                      keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, best_fn=self._score, best_mode="max", create=True,
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            best_fn=self._score if best_metric is not None else None, best_mode="max",
+            create=True,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save)
         try:

@@ -78,7 +78,7 @@ class Generators:
 
 
 def _load_run(workdir: pathlib.Path) -> Run:
-    with Checkpointer(workdir) as checkpoints:
+    with Checkpointer(workdir, best_metric=None) as checkpoints:
         _, saved = checkpoints.read_json()
         if not {"model", "cgan", "dcgan", "classes"} <= saved.keys():
             raise FerCheckpointError(f"{checkpoints.directory}: not a GAN checkpoint (no GAN "

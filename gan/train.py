@@ -436,7 +436,8 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
     def save(step, host_state, rollbacks):
         checkpoints.save(step, host_state, meta={"rollbacks": rollbacks}, config=config_json)
 
-    with Checkpointer(workdir, max_to_keep=config.keep_checkpoints) as checkpoints:
+    with Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
+                      best_metric=None) as checkpoints:
         if checkpoints.latest_step() is None:
             host_state, step, rollbacks = gan.init_state(config.seed), 0, 0
             save(0, host_state, 0)

@@ -62,6 +62,13 @@ def test_keeps_latest_n_and_best(tmp_path):
         np.testing.assert_array_equal(best.state["state"].params["dense"]["kernel"],
                                       np.full((3, 2), 7.0))
 
+def test_without_a_best_metric_keeps_only_the_latest_n_and_does_not_warn(tmp_path, caplog):
+    with Checkpointer(tmp_path, max_to_keep=2, best_metric=None) as ckpt:
+        _save_steps(ckpt, [(1, None), (2, 0.9), (3, None), (4, None)])
+        assert ckpt.steps() == [3, 4]
+        assert ckpt.best_step() is None
+    assert not [r for r in caplog.records if "tracked_metric" in r.getMessage()]
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with Checkpointer(tmp_path) as ckpt, pytest.raises(FerCheckpointError, match="no checkpoint"):
         ckpt.restore(_tree(_state()))
