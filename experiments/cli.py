@@ -43,15 +43,22 @@ def add_data_argument(parser: argparse.ArgumentParser) -> None:
 def parse_config(argv: list[str]):
     """``(config, config_path)`` from ``--config PATH`` and ``--config.key=value`` overrides."""
     flag_values = flags.FlagValues()
+    argv = ["experiment"] + list(argv)
+    # sys_argv: the override flags are found in these arguments, not in the process's sys.argv
     config_flags.DEFINE_config_file("config", None, "experiment config file (get_config())",
-                                    flag_values=flag_values, lock_config=True)
+                                    flag_values=flag_values, lock_config=True, sys_argv=argv)
     try:
-        flag_values(["experiment"] + argv)
+        flag_values(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         raise FerError(f"bad --config arguments {argv}: {error}") from None
     if flag_values["config"].value is None:
         raise FerError("--config PATH is required (e.g. experiments/configs/smoke.py)")
-    return flag_values.config, flag_values["config"].config_filename
+    config, config_path = flag_values.config, flag_values["config"].config_filename
+    try:
+        config.keys()   # a config file that failed to load raises its error on first access
+    except OSError as error:
+        raise FerError(f"--config {config_path}: {error}") from None
+    return config, config_path
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None,

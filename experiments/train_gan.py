@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     reports, generators = {}, {}
     for name, (run_dir, _) in runs.items():
         generators[name] = sample.load_generators(run_dir)
-        reports[name] = metrics.evaluate_generators(
-            generators[name], data, classifier,
-            samples_per_class=eval_config.samples_per_class, seed=config.seed)
+        for truncation in eval_config.truncations:
+            reports[name + (f" trunc {truncation:g}" if truncation else "")] = \
+                metrics.evaluate_generators(generators[name], data, classifier,
+                                            samples_per_class=eval_config.samples_per_class,
+                                            seed=config.seed, truncation=truncation)
     result = {"data": data.source, "synthetic_data": data.synthetic,
               "classifier": classifier.description,
               "training": {name: summary for name, (_, summary) in runs.items()},

@@ -126,7 +126,7 @@ def _features_by_class(classifier: FeatureClassifier, split: Split,
 
 
 def evaluate_generators(generators: Generators, data: FerData, classifier: FeatureClassifier, *,
-                        samples_per_class: int, seed: int = 0) -> dict:
+                        samples_per_class: int, seed: int = 0, truncation: float = 0.0) -> dict:
     """FER-FID and recognizability of every class ``generators`` make (and ``classifier``
     knows), beside the real-vs-real floor and the classifier's recall on real val images.
 
@@ -134,6 +134,7 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Featu
     images, so it shares the estimator's small-sample bias with the floor FID(val, train).
     Recognizability uses ``max(n, samples_per_class)`` generated images. "overall" pools the
     classes (the generated pool then has the val class mix) and averages the shares.
+    ``truncation`` > 0 samples truncated latents (``gan.train.latents``).
     """
     train, val = data.split("train"), data.split("val")
     val_counts = val.counts()
@@ -143,7 +144,8 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Featu
         raise FerError(f"{generators.workdir}: none of its classes {list(generators.classes)} is "
                        f"both known to {classifier.description} and in the val split of "
                        f"{data.source}")
-    fake = generators.sample({c: max(val_counts[c], samples_per_class) for c in names}, seed)
+    fake = generators.sample({c: max(val_counts[c], samples_per_class) for c in names}, seed,
+                             truncation)
     real_train, real_val, generated = (_features_by_class(classifier, split, names)
                                        for split in (train, val, fake))
     per_class = {}
@@ -166,7 +168,8 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Featu
         "real_recall": float(np.mean([v["real_recall"] for v in per_class.values()])),
     }
     return {"classifier": classifier.description, "data": data.source,
-            "synthetic_data": data.synthetic, "per_class": per_class, "overall": overall}
+            "synthetic_data": data.synthetic, "truncation": truncation, "per_class": per_class,
+            "overall": overall}
 
 
 def classification_accuracy_score(generators: Generators, data: FerData,

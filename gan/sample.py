@@ -54,26 +54,29 @@ class Generators:
         raise FerError(f"{self.workdir}: no trained generator for class {name!r}; this workdir "
                        f"generates {list(self.classes)}")
 
-    def sample(self, per_class: dict[str, int], seed: int = 0) -> Split:
+    def sample(self, per_class: dict[str, int], seed: int = 0, truncation: float = 0.0) -> Split:
         """``per_class[name]`` images of each class (canonical labels), classes in the order
-        given. Image i of class c depends only on ``(seed, c, i)``."""
+        given; latents truncated at ``truncation`` when > 0 (``gan.train.latents``). Image i of
+        class c depends only on ``(seed, c, i, truncation)``."""
         images, labels = [], []
         for name, count in per_class.items():
             run = self.run_for(name)
             label = EMOTION_INDEX[name]
             images.append(run.gan.sample(run.params, run.batch_stats, np.full(count, label),
-                                         seed * len(EMOTIONS) + label))
+                                         seed * len(EMOTIONS) + label, truncation=truncation))
             labels.append(np.full(count, label, np.int32))
         if not images:
             return Split.empty()
         return Split(np.concatenate(images), np.concatenate(labels))
 
-    def grid(self, classes: Sequence[str], columns: int, seed: int = 0) -> np.ndarray:
+    def grid(self, classes: Sequence[str], columns: int, seed: int = 0,
+             truncation: float = 0.0) -> np.ndarray:
         """uint8 ``[len(classes), columns, 48, 48]``: one row of samples per class."""
         rows = []
         for name in classes:
             run = self.run_for(name)
-            rows.append(class_grid(run.gan, run.params, run.batch_stats, (name,), columns, seed))
+            rows.append(class_grid(run.gan, run.params, run.batch_stats, (name,), columns, seed,
+                                   truncation))
         return np.concatenate(rows)
 
 
@@ -106,10 +109,11 @@ def load_generators(workdir) -> Generators:
     return Generators(workdir, tuple(_load_run(run_dir) for run_dir in run_dirs))
 
 
-def sample_images(source, per_class: dict[str, int], seed: int = 0) -> Split:
+def sample_images(source, per_class: dict[str, int], seed: int = 0,
+                  truncation: float = 0.0) -> Split:
     """Samples ``per_class`` images from a workdir path or a loaded :class:`Generators`."""
     generators = source if isinstance(source, Generators) else load_generators(source)
-    return generators.sample(per_class, seed)
+    return generators.sample(per_class, seed, truncation)
 
 
 def parse_per_class(text: str) -> dict[str, int]:

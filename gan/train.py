@@ -109,17 +109,23 @@ def _all_finite(tree: PyTree):
     return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
 
-def latents(keys, latent_dim: int):
-    """One standard-normal latent per example key: ``[B, latent_dim]``."""
+def latents(keys, latent_dim: int, truncation: float = 0.0):
+    """One standard-normal latent per example key: ``[B, latent_dim]``. ``truncation`` > 0
+    draws from the normal truncated to ``[-truncation, truncation]`` (BigGAN's truncation
+    trick: fewer, more typical faces of each class)."""
+    if truncation > 0:
+        return jax.vmap(lambda key: jax.random.truncated_normal(
+            key, -truncation, truncation, (latent_dim,)))(keys)
     return jax.vmap(lambda key: jax.random.normal(key, (latent_dim,)))(keys)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _generate_uint8(generator: nn.Module, latent_dim: int, params, batch_stats, keys, labels):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _generate_uint8(generator: nn.Module, latent_dim: int, truncation: float, params,
+                    batch_stats, keys, labels):
     """uint8 images ``[B, 48, 48]`` from ``generator`` in inference mode (with the given batch
     statistics). Jitted per generator architecture, so equal networks share the compilation."""
     images = generator.apply({"params": params, "batch_stats": batch_stats},
-                             latents(keys, latent_dim), labels, train=False)[..., 0]
+                             latents(keys, latent_dim, truncation), labels, train=False)[..., 0]
     return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
@@ -252,9 +258,11 @@ class Gan:
             augment_p=jnp.asarray(self.hparams.augment_p, jnp.float32))
 
     # ----------------------------------------------------------------------------- pieces
-    def sample(self, params, batch_stats, labels, seed: int, batch_size: int = 256) -> np.ndarray:
+    def sample(self, params, batch_stats, labels, seed: int, batch_size: int = 256,
+               truncation: float = 0.0) -> np.ndarray:
         """uint8 ``[N, 48, 48]`` images of canonical ``labels`` (inference mode with
-        ``batch_stats``). Image i depends only on ``(seed, i, labels[i])``."""
+        ``batch_stats``; latents truncated at ``truncation`` when > 0, see :func:`latents`).
+        Image i depends only on ``(seed, i, labels[i], truncation)``."""
         labels = np.asarray(labels, np.int32)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed),
                                                        jnp.arange(len(labels)))
@@ -262,8 +270,8 @@ class Gan:
         for start in range(0, len(labels), batch_size):
             chunk = labels[start:start + batch_size]
             pad = batch_size - len(chunk)  # one shape: one compilation
-            images = _generate_uint8(self.sampler, self.hparams.latent_dim, params,
-                                     batch_stats, jnp.pad(keys[start:start + len(chunk)],
+            images = _generate_uint8(self.sampler, self.hparams.latent_dim, float(truncation),
+                                     params, batch_stats, jnp.pad(keys[start:start + len(chunk)],
                                                           ((0, pad), (0, 0))),
                                      np.pad(chunk, (0, pad)))
             chunks.append(np.asarray(images)[:len(chunk)])
@@ -377,10 +385,11 @@ class Gan:
         return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
 
-def class_grid(gan: Gan, params, batch_stats, classes, per_class: int, seed: int) -> np.ndarray:
+def class_grid(gan: Gan, params, batch_stats, classes, per_class: int, seed: int,
+               truncation: float = 0.0) -> np.ndarray:
     """uint8 ``[len(classes), per_class, 48, 48]`` generator samples, one row per class."""
     labels = np.repeat([EMOTION_INDEX[name] for name in classes], per_class)
-    images = gan.sample(params, batch_stats, labels, seed)
+    images = gan.sample(params, batch_stats, labels, seed, truncation=truncation)
     return images.reshape(len(classes), per_class, *images.shape[1:])
 
 

@@ -2,13 +2,14 @@
 
 import functools
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import synthesize
+from experiments import synthesize, train_gan
 from experiments.configs import gan_smoke
 from fer_jax import models as classifier_models
 from fer_jax import parallel
@@ -190,11 +191,52 @@ def test_synthesize_writes_a_loadable_npz_with_the_requested_counts(trained, tmp
     again = sample.sample_images(workdir, {"disgust": 5}, seed=1)
     assert np.array_equal(again.images, loaded.images[loaded.labels == 1])  # seeded per class
 
+    truncated_out = tmp_path / "truncated.npz"
+    assert synthesize.main(["--workdir", str(workdir), "--per-class", "disgust=5", "--seed", "1",
+                            "--truncation", "0.5", "--out", str(truncated_out)]) == 0
+    truncated = load_synthetic_npz(truncated_out)
+    assert np.array_equal(truncated.images, sample.sample_images(workdir, {"disgust": 5}, seed=1,
+                                                                 truncation=0.5).images)
+    assert not np.array_equal(truncated.images, again.images)
+
     with pytest.raises(SystemExit) as exit_info:
         synthesize.run_main(lambda: synthesize.main(
             ["--workdir", str(workdir), "--per-class", "sad=2", "--out", str(out)]))
     assert exit_info.value.code == 2
     assert "no trained generator for class 'sad'" in capsys.readouterr().err
+
+
+def test_truncated_latents_stay_within_the_threshold():
+    keys = jax.random.split(jax.random.PRNGKey(0), 500)
+    plain, truncated = train.latents(keys, 16), train.latents(keys, 16, truncation=0.5)
+    assert plain.shape == truncated.shape == (500, 16)
+    assert float(jnp.abs(truncated).max()) <= 0.5
+    assert float(jnp.abs(plain).max()) > 2.0   # the plain normal is not truncated
+    np.testing.assert_array_equal(truncated, train.latents(keys, 16, truncation=0.5))
+
+
+def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, tmp_path,
+                                                                    monkeypatch, capsys):
+    monkeypatch.setattr(train_gan, "load_from_config", lambda data_config: tiny_data)
+    config_path = tmp_path / "tiny_gan.py"  # this module's tiny_config as a config file
+    config_path.write_text(f"import sys\nsys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
+                           "from test_gan_training import tiny_config\n"
+                           "def get_config():\n    return tiny_config()\n")
+    workdir = tmp_path / "run"
+    assert train_gan.main([
+        "--config", str(config_path), "--workdir", str(workdir),
+        "--config.num_steps=2", "--config.baseline.num_steps=2", f"--config.classes={EMOTIONS}",
+        "--config.eval.classifier_overrides.num_epochs=1",
+        "--config.eval.cas_overrides.num_epochs=1",
+        "--config.eval.samples_per_class=10", "--config.eval.cas_samples_per_class=10",
+        "--config.eval.truncations=(0.0, 1.0)"]) == 0
+    result = json.loads((workdir / "gan_metrics.json").read_text())
+    assert set(result["evaluation"]) == {"cgan", "cgan trunc 1", "dcgan", "dcgan trunc 1"}
+    assert result["evaluation"]["cgan trunc 1"]["truncation"] == 1.0
+    assert set(result["evaluation"]["dcgan"]["per_class"]) == {"disgust"}
+    assert set(result["evaluation"]["cgan"]["per_class"]) == set(EMOTIONS)
+    assert 0 <= result["cas"]["cas"] <= 1
+    assert "cgan trunc 1" in capsys.readouterr().out
 
 
 def test_dcgan_baseline_trains_one_generator_per_class(tiny_data, tmp_path):

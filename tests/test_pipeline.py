@@ -4,8 +4,6 @@ stop), its config guard, and the ablation table built on the pipeline's syntheti
 import contextlib
 import io
 import json
-import sys
-from unittest import mock
 
 import pytest
 
@@ -26,18 +24,11 @@ TINY = [
 STAGES = ("data", "gan", "synthesize", "mix", "flat", "two_tier", "evaluate", "report")
 
 
-def run_cli(main, args) -> int:
-    """Runs an entry point's ``main(args)`` as the command line would (config overrides are
-    also read from sys.argv)."""
-    with mock.patch.object(sys, "argv", ["prog", *args]):
-        return main(args)
-
-
 def run_captured(args) -> str:
     """Runs the pipeline CLI; returns what it printed (exit code must be 0)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert run_cli(pipeline.main, args) == 0
+        assert pipeline.main(args) == 0
     return out.getvalue()
 
 
@@ -109,9 +100,9 @@ def test_pipeline_refuses_to_build_on_stages_finished_with_other_settings(pipeli
     _workdir, args, _ = pipeline_run
     with pytest.raises(pipeline.FerError, match=r"stage 'flat' finished with other settings "
                                                 r"than this config \(changed: flat.num_epochs\)"):
-        run_cli(pipeline.main, args + ["--config.flat.num_epochs=2"])
+        pipeline.main(args + ["--config.flat.num_epochs=2"])
     # Settings no finished stage depends on (here: the GAN's own evaluation) do not block.
-    assert run_cli(pipeline.main, args + ["--config.gan.eval.samples_per_class=7"]) == 0
+    assert pipeline.main(args + ["--config.gan.eval.samples_per_class=7"]) == 0
 
 
 def test_synthetic_counts_fill_the_gap_up_to_the_caps():
@@ -160,7 +151,7 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
             "--config.data.synthetic_sizes.num_test=140",
             "--config.classifier.num_epochs=1", "--config.classifier.model_kwargs.width=4",
             "--config.classifier.batch_size=32"]
-    assert run_cli(ablation.main, args) == 0
+    assert ablation.main(args) == 0
     result = json.loads((tmp_path / "ablation.json").read_text())
     rows = {(r["model"], r["variant"]): r for r in result["table"]}
     assert set(rows) == {("flat", "gan_oversampling"), ("two_tier", "gan_oversampling")}
@@ -177,6 +168,6 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
 
     # Rerun: every cell is skipped and the table is the same.
     capsys.readouterr()
-    assert run_cli(ablation.main, args) == 0
+    assert ablation.main(args) == 0
     assert capsys.readouterr().out.count("skipped (finished earlier)") == 2
     assert json.loads((tmp_path / "ablation.json").read_text())["table"] == result["table"]

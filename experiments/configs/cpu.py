@@ -14,7 +14,7 @@ def get_config():
     config.model = "compact"
     config.model_kwargs = {"width": 16, "multipliers": (2, 6, 16), "dense": 256, "dropout": 0.3}
     config.batch_size = 128
-    config.num_epochs = 30
+    config.num_epochs = 36
     config.optimizer = "adamw"
     config.learning_rate = 2e-3
     config.weight_decay = 0.05        # decoupled (AdamW), kernels only

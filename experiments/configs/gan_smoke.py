@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
         "classifier_config": "smoke",    # experiments/configs/<name>.py (classifier configs)
         "classifier_overrides": {"num_epochs": 3},
         "samples_per_class": 100,        # generated images per class for recognizability
+        "truncations": (0.0,),           # latent truncations evaluated (0: plain normal z)
         "cas": True,                     # CAS: train cas_config on generated images only
         "cas_config": "smoke",
         "cas_overrides": {"num_epochs": 3},
