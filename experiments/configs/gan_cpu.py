@@ -1,7 +1,8 @@
 """Conditional GAN on real FER-2013 within an hour on a 2-core CPU, its DCGAN baseline for
 disgust, and the evaluation with the classifier of ``experiments/configs/cpu.py`` trained on
-real data (train it first). Small widths: 1.1-1.5 it/s at batch 64 measured on the 2 cores
-shared with other jobs (load 6-7), so 3000 steps take 35-45 minutes there.
+real data (train it first). Small widths: 3.3 it/s at batch 64 on ONE core of this 2-core
+machine (pinned with taskset while the other core trained a classifier), so the 6000 cGAN
+steps take ~30 minutes and the seven 800-step DCGAN baselines ~20.
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
@@ -10,6 +11,7 @@ shared with other jobs (load 6-7), so 3000 steps take 35-45 minutes there.
 """
 
 from experiments.configs import gan_smoke
+from fer_jax.classes import EMOTIONS
 
 
 def get_config():
@@ -20,13 +22,15 @@ def get_config():
         augment_p=0.0, ada_target=0.6, ada_speed=0.001)  # augment only once D overfits
     config.dcgan.latent_dim = 64
     config.batch_size = 64
-    config.num_steps = 3000
+    config.num_steps = 6000
     config.log_every = 50
     config.checkpoint_every = 500
     config.sample_every = 500
-    config.baseline.num_steps = 1500
+    config.baseline.classes = EMOTIONS          # the DCGAN baseline: one per class
+    config.baseline.num_steps = 800
     config.eval.classifier_workdir = "checkpoints/cpu"
     config.eval.samples_per_class = 1000
+    config.eval.truncations = (0.0, 1.0)        # plain latents and the truncation trick
     config.eval.cas_overrides = {"num_epochs": 5}
     config.eval.cas_samples_per_class = 1000
     return config
