@@ -30,7 +30,7 @@ def get_config():
     config.baseline.num_steps = 800
     config.eval.classifier_workdir = "checkpoints/cpu"
     config.eval.samples_per_class = 1000
-    config.eval.truncations = (0.0, 1.0)        # plain latents and the truncation trick
+    config.eval.truncations = (0.0, 0.5, 1.0)   # plain latents and the truncation trick
     config.eval.cas_overrides = {"num_epochs": 5}
     config.eval.cas_samples_per_class = 1000
     return config
