@@ -252,6 +252,7 @@ class Pipeline:
                          "--per-class", ",".join(f"{k}={v}" for k, v in per_class.items()),
                          "--out", str(self.synthetic_npz), "--seed",
                          str(self.config.synthesize.seed),
+                         "--truncation", str(self.config.synthesize.truncation),
                          "--grid", str(self.workdir / report_lib.FIGURES["gan_samples"])])
         written = sampling.load_synthetic_npz(self.synthetic_npz).counts()
         return {"path": SYNTHETIC_NPZ, "per_class": {k: v for k, v in written.items() if v}}
@@ -355,13 +356,15 @@ def evaluate_models(workdir: pathlib.Path, data, config: ml_collections.ConfigDi
 
 
 def _gan_recognizability(workdir: pathlib.Path, data, config) -> dict | None:
-    """GAN metrics (FER-FID, recognizability) judged by the flat model, or None when off."""
+    """GAN metrics (FER-FID, recognizability) of the images the pipeline synthesizes (same
+    truncation), judged by the flat model, or None when off."""
     if not config.eval.gan_samples_per_class:
         return None
     return gan_metrics.evaluate_generators(
         load_generators(workdir / "gan"), data,
         gan_metrics.load_feature_classifier(workdir / "flat"),
-        samples_per_class=config.eval.gan_samples_per_class, seed=config.synthesize.seed)
+        samples_per_class=config.eval.gan_samples_per_class, seed=config.synthesize.seed,
+        truncation=config.synthesize.truncation)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -16,7 +16,7 @@ TINY = [
     "--config.data.synthetic_sizes.num_test=140",
     "--config.gan.num_steps=2", "--config.gan.checkpoint_every=2", "--config.gan.log_every=2",
     "--config.gan.sample_every=2", "--config.gan.batch_size=16",
-    "--config.synthesize.max_per_class=20",
+    "--config.synthesize.max_per_class=20", "--config.synthesize.truncation=0.5",
     "--config.eval.gan_samples_per_class=0",  # GAN metrics: tested in test_gan*
 ] + [f"--config.{section}.{key}={value}"
      for section in ("flat", "two_tier.tier1", "two_tier.negative", "two_tier.positive")

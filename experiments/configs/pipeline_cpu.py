@@ -23,10 +23,12 @@ def get_config():
     config = pipeline_default.get_config()
     config.data.synthetic_sizes = None            # real data: pass --data
     config.gan = gan_cpu.get_config()
-    config.gan.num_steps = 1200                   # ~15 min (gan_cpu trains 4000 on its own)
+    config.gan.num_steps = 1200                   # ~15 min (gan_cpu trains 6000 on its own)
     config.gan.checkpoint_every = 200
     config.gan.sample_every = 400
     config.synthesize.max_per_class = 2000
+    # gan_cpu measured: truncation 0.5 lifts generated disgust from 12% to 84% recognizable.
+    config.synthesize.truncation = 0.5
     # 2500 images per class per epoch: 17.5k per flat epoch (FER-2013 train has 28.7k).
     config.flat = member(num_epochs=6, target_per_class=2500)
     config.flat.grouping = config.get_ref("setting")

@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Synthetic faces of minority classes: per class, as many as the training mix can use
     # (up to max_synthetic_share of the majority count), at most max_per_class.
     config.synthesize = ml_collections.ConfigDict({
-        "classes": ("angry", "disgust", "fear", "surprise"), "max_per_class": 200, "seed": 0})
+        "classes": ("angry", "disgust", "fear", "surprise"), "max_per_class": 200, "seed": 0,
+        "truncation": 0.0})   # > 0: latents truncated to [-t, t] (synthesize --truncation)
 
     config.flat = classifier(**SMALL)
     config.flat.grouping = config.get_ref("setting")
