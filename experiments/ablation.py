@@ -126,7 +126,17 @@ class Ablation:
         config.data.oversample = oversample
         config.data.gan_mixing = gan_mixing
         config.data.synthetic_npz = str(self.synthetic_npz()) if gan_mixing else None
+        if oversample and self.config.get("equal_epoch_size", False):
+            config.data.target_per_class = self.mean_class_count(grouping)
         return config
+
+    def mean_class_count(self, grouping: str) -> int:
+        """Real training images per class of ``grouping``, on average: as an oversampling target
+        it gives balanced epochs as long as the real split, so every variant of a cell trains
+        for about the same number of steps."""
+        labels = self.data.split("train").labels
+        group = classes.grouping(grouping)
+        return max(1, round(int(group.covers(labels).sum()) / group.num_classes))
 
     def train_run(self, grouping: str, variant: str, seed: int) -> pathlib.Path:
         """Trains (or resumes, or finds finished) one classifier run; returns its workdir."""
@@ -230,6 +240,16 @@ TABLE_HEADER = ("setting", "model", "training data", "seeds", "accuracy", "macro
                 "disgust recall")
 
 
+def balance_target(config: dict) -> str:
+    """What oversampling draws each class up to, in words."""
+    if config.get("equal_epoch_size"):
+        return ("the mean class count, majority classes subsampled, so a balanced epoch is as "
+                "long as the real split and every variant trains for about as many steps")
+    if config["classifier"]["data"].get("target_per_class"):
+        return f"{config['classifier']['data']['target_per_class']} images per class"
+    return "the majority count"
+
+
 def render_markdown(ablation: dict) -> str:
     table = ablation["table"]
     split = table[0]["split"] if table else "n/a"
@@ -242,9 +262,9 @@ def render_markdown(ablation: dict) -> str:
               "Disgust recall is n/a in the 6-class setting (the seed's, without disgust)."), "",
               report_lib.markdown_table(TABLE_HEADER, table_rows(table)), "",
               ("Training data: *oversampling* = class-balanced epochs (minority classes drawn "
-              "with replacement up to the majority count); *GAN* = synthetic faces of minority "
-              "classes added (capped share per class); the classifier config is the same in "
-              "every cell."), ""]
+              f"with replacement up to {balance_target(ablation['config'])}); *GAN* = "
+              "synthetic faces of minority classes added (capped share per class); the "
+              "classifier config is the same in every cell."), ""]
     return "\n".join(lines)
 
 

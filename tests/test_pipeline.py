@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pytest
 
 from experiments import ablation, pipeline
@@ -171,3 +172,28 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     assert ablation.main(args) == 0
     assert capsys.readouterr().out.count("skipped (finished earlier)") == 2
     assert json.loads((tmp_path / "ablation.json").read_text())["table"] == result["table"]
+
+
+def test_ablation_equal_epoch_size_balances_to_the_mean_class_count():
+    from experiments.configs import ablation_default
+    from fer_jax import classes, train
+
+    config = ablation_default.get_config()
+    config.data.synthetic_sizes.num_train = 420
+    config.equal_epoch_size = True
+    study = ablation.Ablation(config, "unused")
+    real = study.data.split("train").labels
+    for grouping in ("seven", "tier2_negative_six"):
+        group = classes.grouping(grouping)
+        covered = int(group.covers(real).sum())
+        balanced = study.run_config(grouping, "oversampling", seed=0)
+        assert balanced.data.target_per_class == round(covered / group.num_classes)
+        prepared = train.prepare_data(balanced, study.data)
+        labels = prepared.pool_labels[train.epoch_indices(balanced, prepared, epoch=0)]
+        # Every class drawn equally often; the epoch is as long as the real split (rounding).
+        assert np.bincount(labels, minlength=group.num_classes).tolist() == \
+            [balanced.data.target_per_class] * group.num_classes
+        assert abs(len(labels) - covered) <= group.num_classes
+        assert study.run_config(grouping, "none", seed=0).data.target_per_class is None
+    assert "mean class count" in ablation.balance_target(
+        json.loads(config.to_json_best_effort()))

@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.routing = "soft"
     # Every run's engine config; each run sets grouping, seed, oversampling, synthetic .npz.
     config.classifier = pipeline_default.classifier(**pipeline_default.SMALL)
+    # Oversampling draws each class up to the mean class count (epochs as long as the real
+    # split, equal compute across variants) instead of the majority count.
+    config.equal_epoch_size = False
     config.checkpoint = "latest"               # "latest" | "best" (by val accuracy)
     config.eval_split = "auto"                 # "auto": test when the source has one, else val
     # Synthetic faces for the GAN variants: a .npz or a pipeline workdir holding synthetic.npz;

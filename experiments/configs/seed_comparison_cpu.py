@@ -1,0 +1,23 @@
+"""The seed's setting at a real budget: a two-tier model in the 6-class setting with
+oversampling (the seed's recipe), each member the engine's CPU classifier (``cpu.py``) for 20
+balanced epochs as long as the real split; scored on val beside the seed's per-class recall.
+About 90 minutes on ONE core of this machine.
+
+    nohup taskset -c 0 python -m experiments.ablation \\
+        --config experiments/configs/seed_comparison_cpu.py \\
+        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/seed_comparison_cpu \\
+        > checkpoints/seed_comparison_cpu.log 2>&1 &
+"""
+
+from experiments.configs import ablation_cpu
+
+
+def get_config():
+    config = ablation_cpu.get_config()
+    config.settings = ("six",)
+    config.models = ("two_tier",)
+    config.variants = ("oversampling",)
+    config.classifier.num_epochs = 20
+    config.classifier.warmup_epochs = 1.0
+    config.synthetic_npz = None
+    return config
