@@ -166,6 +166,13 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     table = (tmp_path / "ablation.md").read_text()
     assert "| 6-class | two-tier | GAN + oversampling | 1 |" in table
     assert "n/a" in table
+    # Per-class recall of each 6-class cell beside the seed's, and its figure.
+    reports = [result["cells"][f"six-{model}-gan_oversampling-seed0"]["report"]
+               for model in ("flat", "two_tier")]
+    flat_sad, two_tier_sad = (100 * r["per_class"]["sad"]["recall"] for r in reports)
+    assert f"| sad | 59.0 | {flat_sad:.1f} | {two_tier_sad:.1f} |" in table
+    assert "two-tier, GAN + oversampling " in table.split("beats the seed's")[1]
+    assert (tmp_path / "recall_vs_seed.png").stat().st_size > 0
 
     # Rerun: every cell is skipped and the table is the same.
     capsys.readouterr()
@@ -183,17 +190,20 @@ def test_ablation_equal_epoch_size_balances_to_the_mean_class_count():
     config.equal_epoch_size = True
     study = ablation.Ablation(config, "unused")
     real = study.data.split("train").labels
-    for grouping in ("seven", "tier2_negative_six"):
+    for grouping in ("seven", "tier2_negative_six", "tier1_seven"):
         group = classes.grouping(grouping)
+        expressions = len(group.canonical_labels)
         covered = int(group.covers(real).sum())
         balanced = study.run_config(grouping, "oversampling", seed=0)
-        assert balanced.data.target_per_class == round(covered / group.num_classes)
+        assert balanced.data.target_per_class == round(covered / expressions)
         prepared = train.prepare_data(balanced, study.data)
-        labels = prepared.pool_labels[train.epoch_indices(balanced, prepared, epoch=0)]
-        # Every class drawn equally often; the epoch is as long as the real split (rounding).
-        assert np.bincount(labels, minlength=group.num_classes).tolist() == \
-            [balanced.data.target_per_class] * group.num_classes
-        assert abs(len(labels) - covered) <= group.num_classes
+        order = train.epoch_indices(balanced, prepared, epoch=0)
+        # Every expression drawn equally often (also inside a tier-1 group); the epoch is as
+        # long as the real split, up to rounding.
+        drawn = np.bincount(prepared.real_train.labels[order], minlength=7)
+        assert drawn[list(group.canonical_labels)].tolist() == \
+            [balanced.data.target_per_class] * expressions
+        assert abs(len(order) - covered) <= expressions
         assert study.run_config(grouping, "none", seed=0).data.target_per_class is None
     assert "mean class count" in ablation.balance_target(
         json.loads(config.to_json_best_effort()))
