@@ -136,8 +136,11 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state_dict),
                                   meta=ocp.args.JsonSave(dict(meta or {})),
                                   config=ocp.args.JsonSave(dict(config or {})))
-        metrics = {k: float(v) for k, v in (metrics or {}).items()} or None
-        return self._manager.save(step, args=args, metrics=metrics, force=force)
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        # A ranked manager gets a dict even when empty (a mid-epoch save): it never ranks best,
+        # and orbax does not warn "did not provide metrics" on every such save.
+        return self._manager.save(step, args=args, force=force,
+                                  metrics=metrics if metrics or self.best_metric else None)
 
     # ----------------------------------------------------------------------------- restore
     def restore(self, target: PyTree, step: int | None = None, *, best: bool = False) -> Restored:
