@@ -157,6 +157,14 @@ class Pipeline:
         return self._data
 
     @property
+    def gan_dir(self) -> pathlib.Path:
+        """The GAN the pipeline samples: ``config.gan_workdir`` when it reuses a finished
+        ``experiments.train_gan`` run, else the one its gan stage trains in ``<workdir>/gan``."""
+        if self.config.get("gan_workdir"):
+            return pathlib.Path(self.config.gan_workdir)
+        return self.workdir / "gan"
+
+    @property
     def synthetic_npz(self) -> pathlib.Path:
         return self.workdir / SYNTHETIC_NPZ
 
@@ -197,8 +205,11 @@ class Pipeline:
         sections = {"flat": c["flat"], **{m: c["two_tier"][m] for m in two_tier.MEMBERS}}
         chain = {"data": {"data": c["data"]}}
         # gan.baseline and gan.eval configure experiments.train_gan, not gan.train.train_gan.
-        chain["gan"] = {**chain["data"], "gan": {k: v for k, v in c["gan"].items()
-                                                 if k not in ("baseline", "eval")}}
+        if c.get("gan_workdir"):
+            chain["gan"] = {**chain["data"], "gan_workdir": c["gan_workdir"]}
+        else:
+            chain["gan"] = {**chain["data"], "gan": {k: v for k, v in c["gan"].items()
+                                                     if k not in ("baseline", "eval")}}
         chain["synthesize"] = {**chain["gan"], "setting": c["setting"],
                                "synthesize": c["synthesize"],
                                "mixing": {k: [v["data"].get("gan_mixing"),
@@ -234,7 +245,12 @@ class Pipeline:
                                                          if data.has(s)]}
 
     def stage_gan(self) -> dict:
-        summary = gan_train.train_gan(self.config.gan, self.workdir / "gan", self.data)
+        if self.config.get("gan_workdir"):
+            generators = load_generators(self.gan_dir)  # a clear error when there is none
+            print(f"  reusing the GAN trained in {self.gan_dir} "
+                  f"({', '.join(generators.classes)})")
+            return {"reused": str(self.gan_dir), "classes": list(generators.classes)}
+        summary = gan_train.train_gan(self.config.gan, self.gan_dir, self.data)
         for run in summary["runs"].values():
             if run.get("interrupted") is not None:
                 raise Interrupted("gan", run["interrupted"])
@@ -248,7 +264,7 @@ class Pipeline:
         if not per_class:
             print("  no minority class needs synthetic images (or no classifier mixes them)")
             return {"path": None, "per_class": {}}
-        synthesize.main(["--workdir", str(self.workdir / "gan"),
+        synthesize.main(["--workdir", str(self.gan_dir),
                          "--per-class", ",".join(f"{k}={v}" for k, v in per_class.items()),
                          "--out", str(self.synthetic_npz), "--seed",
                          str(self.config.synthesize.seed),
@@ -361,7 +377,7 @@ def _gan_recognizability(workdir: pathlib.Path, data, config) -> dict | None:
     if not config.eval.gan_samples_per_class:
         return None
     return gan_metrics.evaluate_generators(
-        load_generators(workdir / "gan"), data,
+        load_generators(config.get("gan_workdir") or workdir / "gan"), data,
         gan_metrics.load_feature_classifier(workdir / "flat"),
         samples_per_class=config.eval.gan_samples_per_class, seed=config.synthesize.seed,
         truncation=config.synthesize.truncation)

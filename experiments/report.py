@@ -188,9 +188,7 @@ def _setup_section(results: Mapping) -> list[str]:
              f"routing `{two_tier['routing']}`"
              + (" (p(class) = p(group) · p(class | group))" if two_tier["routing"] == "soft"
                 else " (best group first, then best class in it)") + ".",
-             (f"- **GAN**: `{config['gan']['model']}`, {config['gan']['num_steps']} steps, batch "
-             f"{config['gan']['batch_size']}, class-balanced over "
-             f"{', '.join(config['gan']['classes'])}.")]
+             _gan_summary(config)]
     per_class = results["synthetic"]["per_class"]
     lines.append("- **Synthetic faces**: " + (", ".join(f"{k} {v}" for k, v in per_class.items())
                                              if per_class else "none") + ".")
@@ -206,6 +204,15 @@ def _setup_section(results: Mapping) -> list[str]:
     lines += ["", "Training mix of the flat model (per epoch):", "",
               mix_table(results["mix"]["flat"]["per_class"], markdown=True), ""]
     return lines
+
+
+def _gan_summary(config: Mapping) -> str:
+    if config.get("gan_workdir"):
+        return (f"- **GAN**: reused from `{config['gan_workdir']}` (an `experiments.train_gan` "
+                "run; its config is saved there), not trained by this pipeline.")
+    gan = config["gan"]
+    return (f"- **GAN**: `{gan['model']}`, {gan['num_steps']} steps, batch {gan['batch_size']}, "
+            f"class-balanced over {', '.join(gan['classes'])}.")
 
 
 def _classifier_summary(section: Mapping) -> str:

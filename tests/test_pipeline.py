@@ -106,6 +106,24 @@ def test_pipeline_refuses_to_build_on_stages_finished_with_other_settings(pipeli
     assert pipeline.main(args + ["--config.gan.eval.samples_per_class=7"]) == 0
 
 
+def test_pipeline_reuses_a_trained_gan(pipeline_run, tmp_path):
+    trained, _, _ = pipeline_run
+    args = ["--workdir", str(tmp_path / "reuse"), "--until", "synthesize",
+            f"--config.gan_workdir={trained / 'gan'}"] + TINY
+    out = run_captured(args)
+    assert f"reusing the GAN trained in {trained / 'gan'}" in out
+    assert not (tmp_path / "reuse" / "gan").exists()  # nothing trained here
+    gan_stage = json.loads((tmp_path / "reuse" / "stages" / "gan.json").read_text())
+    assert gan_stage["outputs"]["reused"] == str(trained / "gan")
+    # The same generator, seed and truncation give the same faces as the pipeline that trained it.
+    with np.load(tmp_path / "reuse" / "synthetic.npz") as reused, \
+            np.load(trained / "synthetic.npz") as original:
+        np.testing.assert_array_equal(reused["images"], original["images"])
+    with pytest.raises(pipeline.FerError, match="no GAN checkpoint"):
+        pipeline.main(["--workdir", str(tmp_path / "bad"), "--until", "gan",
+                       f"--config.gan_workdir={tmp_path / 'absent'}"] + TINY)
+
+
 def test_synthetic_counts_fill_the_gap_up_to_the_caps():
     from fer_jax.classes import SEVEN, SIX
 

@@ -1,7 +1,10 @@
-"""Pipeline on real FER-2013 on this 2-core CPU, as a background run of about an hour: a short
-run of the CPU conditional GAN (``gan_cpu.py``), up to 2000 synthetic faces per minority
-class, and the engine's CPU classifier (``cpu.py``) trained briefly on class-balanced epochs
-of ``target_per_class`` images per class (flat model and each two-tier member).
+"""Pipeline on real FER-2013 on this 2-core CPU: the GAN of ``gan_cpu.py`` reused (train it
+first: ``python -m experiments.train_gan --config experiments/configs/gan_cpu.py --data ...
+--workdir checkpoints/gan_cpu``, ~50 min), up to 2000 synthetic faces per minority class at
+truncation 0.5, and the engine's CPU classifier (``cpu.py``) trained briefly on class-balanced
+epochs of ``target_per_class`` images per class (flat model and each two-tier member): about
+25 minutes on one core. ``--config.gan_workdir=`` (empty) trains a 1200-step GAN here instead
+(~7 min; blurry faces).
 
     nohup python -m experiments.pipeline --config experiments/configs/pipeline_cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip \\
@@ -22,8 +25,9 @@ def member(num_epochs: int, target_per_class: int):
 def get_config():
     config = pipeline_default.get_config()
     config.data.synthetic_sizes = None            # real data: pass --data
-    config.gan = gan_cpu.get_config()
-    config.gan.num_steps = 1200                   # ~15 min (gan_cpu trains 6000 on its own)
+    config.gan_workdir = "checkpoints/gan_cpu"    # experiments.train_gan with gan_cpu.py
+    config.gan = gan_cpu.get_config()             # used when gan_workdir is unset
+    config.gan.num_steps = 1200                   # ~7 min on one core (gan_cpu: 6000)
     config.gan.checkpoint_every = 200
     config.gan.sample_every = 400
     config.synthesize.max_per_class = 2000

@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
         "val_fraction": 0.1, "split_seed": 0})
     config.setting = "seven"                      # "seven" (with disgust) | "six" (the seed's)
 
+    # A finished `experiments.train_gan` run to sample instead of training config.gan here.
+    config.gan_workdir = config_dict.placeholder(str)
     config.gan = gan_smoke.get_config()           # see experiments/configs/gan_smoke.py
     config.gan.num_steps = 100
     config.gan.checkpoint_every = 50
