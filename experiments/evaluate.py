@@ -1,5 +1,6 @@
-"""Evaluates a trained classifier on one split: accuracy, macro-F1, per-class precision and
-recall, confusion matrix.
+"""Scores a trained classifier (flat or two-tier) on one split: accuracy, macro-F1, per class.
+
+Prints per-class precision, recall and F1 and writes, with ``--json``, the confusion matrix too.
 
     python -m experiments.evaluate --workdir DIR [--data PATH] [--split val|test] [--tta]
         [--grouping NAME] [--checkpoint best|latest] [--json OUT]
