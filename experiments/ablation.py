@@ -50,13 +50,13 @@ def cell_name(setting: str, model: str, variant: str, seed: int) -> str:
 
 def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Records the config in ``<workdir>/config.json``; refuses to continue a workdir that was
-    started with a different config (its finished cells would not match)."""
+    started with a different config (its finished cells would not match). A key added since
+    with the value None (a newer version's option, off) is no change."""
     current = json.loads(config.to_json_best_effort())
     path = workdir / "config.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            changed = pipeline_lib.changed_keys(saved, current)
+        changed = pipeline_lib.changed_keys(json.loads(path.read_text()), current)
+        if changed:
             raise FerError(f"{workdir}: this workdir was started with another config (changed: "
                            f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); use "
                            "another --workdir or the original config")

@@ -225,3 +225,18 @@ def test_ablation_equal_epoch_size_balances_to_the_mean_class_count():
         assert study.run_config(grouping, "none", seed=0).data.target_per_class is None
     assert "mean class count" in ablation.balance_target(
         json.loads(config.to_json_best_effort()))
+
+
+def test_ablation_config_guard_names_changes_and_accepts_new_keys_set_to_none(tmp_path):
+    from experiments.configs import ablation_default
+
+    config = ablation_default.get_config()
+    ablation.check_config(tmp_path, config)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["gan_pipeline"]["gan_workdir"]  # written before that option (None) existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    ablation.check_config(tmp_path, config)
+    config.classifier.num_epochs = 9
+    with pytest.raises(ablation.FerError, match=r"another config \(changed: "
+                                                r"classifier.num_epochs\)"):
+        ablation.check_config(tmp_path, config)
