@@ -31,7 +31,7 @@ from experiments import report as report_lib
 from experiments.cli import experiment_parser, parse_with_config, run_main
 from experiments.evaluate import evaluate
 from fer_jax import classes, plots, train, two_tier
-from fer_jax.data import load_from_config
+from fer_jax.data import load_from_config, sampling
 from fer_jax.errors import FerError
 
 DEFAULT_CONFIG = pathlib.Path(__file__).parent / "configs" / "ablation_default.py"
@@ -127,16 +127,10 @@ class Ablation:
         config.data.gan_mixing = gan_mixing
         config.data.synthetic_npz = str(self.synthetic_npz()) if gan_mixing else None
         if oversample and self.config.get("equal_epoch_size", False):
-            config.data.target_per_class = self.mean_class_count(grouping)
+            # Balanced epochs as long as the real split: every variant trains as many steps.
+            config.data.target_per_class = sampling.mean_class_count(
+                self.data.split("train").labels, classes.grouping(grouping))
         return config
-
-    def mean_class_count(self, grouping: str) -> int:
-        """Real training images per expression covered by ``grouping``, on average. Oversampling
-        balances expressions (canonical labels, also inside a tier-1 group), so this target gives
-        balanced epochs as long as the real split: every variant trains about as many steps."""
-        labels = self.data.split("train").labels
-        group = classes.grouping(grouping)
-        return max(1, round(int(group.covers(labels).sum()) / len(group.canonical_labels)))
 
     def train_run(self, grouping: str, variant: str, seed: int) -> pathlib.Path:
         """Trains (or resumes, or finds finished) one classifier run; returns its workdir."""

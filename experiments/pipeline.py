@@ -128,6 +128,12 @@ def _mixes(config) -> list[tuple[int | None, float]]:
             if s.data.get("gan_mixing")]
 
 
+def gan_dir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> pathlib.Path:
+    """The GAN a pipeline samples: ``config.gan_workdir`` when it reuses a finished
+    ``experiments.train_gan`` run, else the one its gan stage trains in ``<workdir>/gan``."""
+    return pathlib.Path(config.gan_workdir) if config.get("gan_workdir") else workdir / "gan"
+
+
 # ----------------------------------------------------------------------------- the pipeline
 class Pipeline:
     """Runs the stages of one config in one workdir, skipping finished ones."""
@@ -158,11 +164,7 @@ class Pipeline:
 
     @property
     def gan_dir(self) -> pathlib.Path:
-        """The GAN the pipeline samples: ``config.gan_workdir`` when it reuses a finished
-        ``experiments.train_gan`` run, else the one its gan stage trains in ``<workdir>/gan``."""
-        if self.config.get("gan_workdir"):
-            return pathlib.Path(self.config.gan_workdir)
-        return self.workdir / "gan"
+        return gan_dir(self.workdir, self.config)
 
     @property
     def synthetic_npz(self) -> pathlib.Path:
@@ -377,7 +379,7 @@ def _gan_recognizability(workdir: pathlib.Path, data, config) -> dict | None:
     if not config.eval.gan_samples_per_class:
         return None
     return gan_metrics.evaluate_generators(
-        load_generators(config.get("gan_workdir") or workdir / "gan"), data,
+        load_generators(gan_dir(workdir, config)), data,
         gan_metrics.load_feature_classifier(workdir / "flat"),
         samples_per_class=config.eval.gan_samples_per_class, seed=config.synthesize.seed,
         truncation=config.synthesize.truncation)

@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
 
-from fer_jax.classes import EMOTIONS, SIX
+from fer_jax.classes import EMOTIONS, SIX, grouping
 from fer_jax.data.dataset import Split
-from fer_jax.data.sampling import build_training_mix, load_synthetic_npz, oversample_indices
+from fer_jax.data.sampling import (
+    build_training_mix,
+    load_synthetic_npz,
+    mean_class_count,
+    oversample_indices,
+)
 from fer_jax.errors import FerDataError
 
 # Canonical class -> count: angry 10, disgust 2, fear 6, happy 20, sad 0, surprise 5, neutral 8.
@@ -194,3 +199,16 @@ def test_load_synthetic_npz_unreadable(tmp_path):
     np.save(single, np.zeros(3))
     with pytest.raises(FerDataError, match="not an .npz archive"):
         load_synthetic_npz(single)
+
+
+
+def test_mean_class_count_averages_over_the_expressions_that_oversampling_balances():
+    labels = np.repeat(np.arange(7), [10, 2, 9, 14, 6, 3, 7])  # canonical order
+    assert mean_class_count(labels) == round(51 / 7)
+    # tier1_six has 2 groups, but oversampling balances its 6 expressions (no disgust).
+    tier1 = grouping("tier1_six")
+    target = mean_class_count(labels, tier1)
+    assert target == round(49 / 6)
+    drawn = oversample_indices(labels, seed=0, target_per_class=target, classes=tier1)
+    assert np.bincount(labels[drawn], minlength=7).tolist() == [target, 0] + [target] * 5
+    assert abs(len(drawn) - 49) <= 6  # as long as the data it draws from, up to rounding

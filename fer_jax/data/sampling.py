@@ -72,6 +72,15 @@ def oversample_indices(labels: np.ndarray, *, seed: int, target_per_class: int |
     return _shuffled(rng, drawn)
 
 
+def mean_class_count(labels: np.ndarray, classes: ClassesArg = None) -> int:
+    """Average count per class among ``classes``, by the same class rules as
+    :func:`oversample_indices` (canonical labels, also inside a Grouping that merges them): as
+    ``target_per_class`` it gives balanced epochs as long as the data they draw from."""
+    labels = _check_labels(labels, "labels")
+    kept = _resolve_classes(classes, labels)
+    return max(1, round(int(np.isin(labels, kept).sum()) / len(kept)))
+
+
 def build_training_mix(real: Split, synthetic: Split | None = None, *, oversample: bool = True,
                        target_per_class: int | None = None, max_synthetic_share: float = 0.5,
                        classes: ClassesArg = None, seed: int = 0) -> TrainingMix:
