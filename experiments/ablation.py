@@ -11,7 +11,8 @@ Defaults: ``ablation_default`` on the embedded SYNTHETIC faces, workdir
 workdir's ``synthetic.npz``) or, when unset, from the pipeline's GAN and synthesize stages run
 in ``<workdir>/gan_pipeline``. Every classifier is one engine run in
 ``runs/<grouping>/<variant>/seed_<s>`` (the two-tier positive member is shared by both
-settings); every finished cell is ``cells/<cell>.json`` and is skipped on rerun. Writes
+settings; ``models/<cell>`` holds each two-tier cell's manifest, a directory that
+``experiments.evaluate`` and ``experiments.calibrate`` load); every finished cell is ``cells/<cell>.json`` and is skipped on rerun. Writes
 ``ablation.md`` and ``ablation.json`` (mean ± std over seeds of accuracy, macro-F1, disgust
 recall).
 """
@@ -19,6 +20,7 @@ recall).
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 import time
@@ -145,15 +147,21 @@ class Ablation:
                                            summary["interrupted"])
         return workdir
 
+    def two_tier_dir(self, setting: str, variant: str, seed: int) -> pathlib.Path:
+        """Trains (or finds) the three member runs and writes a two-tier manifest over them in
+        ``models/<cell>``: one directory that evaluate and calibrate load like any model."""
+        directory = self.workdir / "models" / cell_name(setting, "two_tier", variant, seed)
+        directory.mkdir(parents=True, exist_ok=True)
+        members = {name: os.path.relpath(self.train_run(grouping.name, variant, seed), directory)
+                   for name, grouping in two_tier.member_groupings(setting).items()}
+        two_tier.write_manifest(directory, setting, self.config.routing, members)
+        return directory
+
     def predictor(self, setting: str, model: str, variant: str, seed: int):
         best = self.config.checkpoint == "best"
         if model == "flat":
             return train.load_predictor(self.train_run(setting, variant, seed), best=best)
-        members = {name: train.load_predictor(self.train_run(grouping.name, variant, seed),
-                                              best=best)
-                   for name, grouping in two_tier.member_groupings(setting).items()}
-        return two_tier.TwoTierModel(setting, self.config.routing, **members,
-                                     source=str(self.workdir / "runs")).as_predictor()
+        return two_tier.load_predictor(self.two_tier_dir(setting, variant, seed), best=best)
 
     # ------------------------------------------------------------------------- cells
     def eval_split(self) -> str:
@@ -176,6 +184,8 @@ class Ablation:
             if path.is_file():
                 print(f"{prefix}: skipped (finished earlier)", flush=True)
                 results[name] = json.loads(path.read_text())
+                if model == "two_tier":  # workdirs from before models/ existed get theirs
+                    self.two_tier_dir(setting, variant, seed)
                 continue
             print(f"{prefix}: running", flush=True)
             start = time.perf_counter()

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 from flax.training import train_state
 from tqdm import tqdm
 
@@ -111,6 +112,41 @@ def create_train_state(config: ml_collections.ConfigDict, seed: int, steps_per_e
     return TrainState.create(apply_fn=train_model.apply, params=variables["params"],
                              batch_stats=variables["batch_stats"],
                              tx=make_optimizer(config, steps_per_epoch))
+
+
+def initialize_from(state: TrainState, config: ml_collections.ConfigDict,
+                    directory: str | pathlib.Path) -> tuple[TrainState, list[str]]:
+    """Warm start (fine-tuning): copies from the latest checkpoint of the classifier trained in
+    ``directory`` every parameter and BatchNorm statistic whose path and shape match ``state``;
+    the rest (the classification head when the number of classes differs) keeps its fresh
+    initialisation. The optimizer state and step stay fresh.
+
+    Returns ``(state, fresh)``, ``fresh`` naming the arrays that were not copied. Raises
+    FerCheckpointError when ``directory`` has no checkpoint or trained another architecture.
+    """
+    _, trained, saved = load_trained(directory, best=False)
+    for key in ("model", "model_kwargs"):
+        ours, theirs = _json_config(config).get(key), saved.to_dict().get(key)
+        if json.loads(json.dumps(theirs)) != ours:
+            raise FerCheckpointError(
+                f"{directory}: init_from checkpoint has {key}={theirs!r} but the config has "
+                f"{ours!r}; warm starts need the same architecture")
+    fresh: list[str] = []
+
+    def merge(collection: str, current):
+        source = traverse_util.flatten_dict(trained[collection], sep="/")
+        merged = {}
+        for path, value in traverse_util.flatten_dict(current, sep="/").items():
+            if path in source and source[path].shape == value.shape:
+                merged[path] = jnp.asarray(source[path], value.dtype)
+            else:
+                merged[path] = value
+                fresh.append(f"{collection}/{path}")
+        return traverse_util.unflatten_dict(merged, sep="/")
+
+    state = state.replace(params=merge("params", state.params),
+                          batch_stats=merge("batch_stats", state.batch_stats))
+    return state, fresh
 
 
 # ----------------------------------------------------------------------------- steps
@@ -396,7 +432,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.get("keep_checkpoints", 2),
                                    best_metric="val_accuracy")
     start_step = 0
-    if ckpt.latest_step() is not None:
+    if ckpt.latest_step() is None and config.get("init_from"):
+        state, fresh = initialize_from(state, config, config.init_from)
+        print(f"initialized from {config.init_from} (latest checkpoint); fresh: "
+              f"{', '.join(fresh) or 'nothing'}", flush=True)
+    elif ckpt.latest_step() is not None:
         _check_resume_config(ckpt.read_json()[1], config, ckpt.directory)
         restored = ckpt.restore(_restore_target(state, placement))
         state, start_step = restored.state["state"], restored.step

@@ -132,13 +132,18 @@ def train_two_tier(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
     return summaries
 
 
-def write_manifest(directory: str | pathlib.Path, setting: str, routing: str = "soft") -> None:
-    """Writes ``<directory>/two_tier.json`` naming the setting, routing and member folders."""
+def write_manifest(directory: str | pathlib.Path, setting: str, routing: str = "soft",
+                   member_dirs: dict[str, str | pathlib.Path] | None = None) -> None:
+    """Writes ``<directory>/two_tier.json`` naming the setting, routing and member folders:
+    ``member_dirs[member]`` (relative to ``directory``, or absolute), by default the
+    subfolders ``tier1``, ``negative`` and ``positive``."""
     if routing not in ROUTINGS:
         raise ValueError(f"unknown routing {routing!r}; expected one of {ROUTINGS}")
     groupings = member_groupings(setting)
+    member_dirs = member_dirs or {member: member for member in MEMBERS}
     manifest = {"kind": "two_tier", "setting": setting, "routing": routing,
-                "members": {member: {"workdir": member, "grouping": grouping.name}
+                "members": {member: {"workdir": str(member_dirs[member]),
+                                     "grouping": grouping.name}
                             for member, grouping in groupings.items()}}
     (pathlib.Path(directory) / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
@@ -234,3 +239,15 @@ def load_predictor(directory: str | pathlib.Path, *, best: bool = True, batch_si
     """The two-tier checkpoint ``directory`` as a :class:`fer_jax.train.Predictor` over the
     setting's classes, so evaluation treats it like a flat classifier."""
     return load_two_tier(directory, best=best, batch_size=batch_size).as_predictor(routing)
+
+
+def load_classifier(directory: str | pathlib.Path, *, best: bool = True, batch_size: int = 256,
+                    routing: str | None = None) -> train.Predictor:
+    """A trained classifier as a :class:`fer_jax.train.Predictor`, whichever kind ``directory``
+    holds: a two-tier checkpoint (manifest; ``routing`` overrides its routing) or a flat run."""
+    if is_two_tier(directory):
+        return load_predictor(directory, best=best, batch_size=batch_size, routing=routing)
+    if routing is not None:
+        raise FerCheckpointError(f"{directory}: --routing applies to two-tier models; this is a "
+                                 "flat classifier run")
+    return train.load_predictor(directory, best=best, batch_size=batch_size)

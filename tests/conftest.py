@@ -26,3 +26,18 @@ def real_zip():
     if not REAL_ZIP.exists():
         pytest.skip(f"real FER-2013 not present at {REAL_ZIP}")
     return REAL_ZIP
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tiny_data, tmp_path_factory):
+    """``tiny_data`` written as an ICML-2013 fer2013.csv (Training / PublicTest / PrivateTest),
+    for the command-line entry points' ``--data``."""
+    usage = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+    lines = ["emotion,pixels,Usage"]
+    for name, label in usage.items():
+        split = tiny_data.split(name)
+        lines += [f"{y},{' '.join(map(str, image.reshape(-1)))},{label}"
+                  for image, y in zip(split.images, split.labels)]
+    csv = tmp_path_factory.mktemp("csv") / "fer2013.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv

@@ -191,11 +191,28 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     assert f"| sad | 59.0 | {flat_sad:.1f} | {two_tier_sad:.1f} |" in table
     assert "two-tier, GAN + oversampling " in table.split("beats the seed's")[1]
     assert (tmp_path / "recall_vs_seed.png").stat().st_size > 0
+    # The two-tier cell is one loadable directory over the member runs, scoring as the cell did.
+    import ml_collections
 
-    # Rerun: every cell is skipped and the table is the same.
+    from experiments.evaluate import evaluate
+    from fer_jax import classes, two_tier
+    from fer_jax.data import load_from_config
+
+    model_dir = tmp_path / "models" / "six-two_tier-gan_oversampling-seed0"
+    members = json.loads((model_dir / two_tier.MANIFEST).read_text())["members"]
+    assert members["tier1"]["workdir"] == "../../runs/tier1_six/gan_oversampling/seed_0"
+    rescored = evaluate(two_tier.load_predictor(model_dir, best=False),
+                        load_from_config(ml_collections.ConfigDict(result["config"]["data"]))
+                        .split("test"),
+                        classes.SIX)
+    assert rescored["confusion"] == reports[1]["confusion"]
+
+    # Rerun: every cell is skipped, the table is the same, a lost manifest is written again.
+    (model_dir / two_tier.MANIFEST).unlink()
     capsys.readouterr()
     assert ablation.main(args) == 0
     assert capsys.readouterr().out.count("skipped (finished earlier)") == 2
+    assert two_tier.is_two_tier(model_dir)
     assert json.loads((tmp_path / "ablation.json").read_text())["table"] == result["table"]
 
 

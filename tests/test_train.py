@@ -16,6 +16,7 @@ from experiments.configs import smoke
 from fer_jax import checkpoint, parallel, train
 from fer_jax.classes import SEVEN
 from fer_jax.data import augment
+from fer_jax.errors import FerCheckpointError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -205,3 +206,53 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
     for got, want in zip(jax.tree_util.tree_leaves(resumed_vars),
                          jax.tree_util.tree_leaves(expected_vars)):
         np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- warm start
+def test_init_from_copies_the_backbone_and_keeps_a_fresh_head(tiny_data, tmp_path, capsys):
+    source = tmp_path / "source"
+    train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)
+    _, trained, _ = train.load_trained(source, best=False)
+
+    tier1 = tiny_config(num_epochs=1, grouping="tier1_seven", init_from=str(source))
+    fresh_state = train.create_train_state(tier1, tier1.seed, 10)
+    state, fresh = train.initialize_from(fresh_state, tier1, source)
+    head = [p for p in fresh if p.startswith("params/")]
+    assert len(head) == 2 and all("Dense" in p for p in head), fresh  # head kernel + bias
+    flat = lambda tree: jax.tree_util.tree_flatten_with_path(tree)[0]
+    copied = 0
+    for (path, value), (_, before) in zip(flat(state.params), flat(fresh_state.params)):
+        name = "params/" + "/".join(k.key for k in path)
+        if name in fresh:
+            assert value.shape[-1] == 2 and np.array_equal(value, before)
+        else:
+            source_value = trained["params"]
+            for k in path:
+                source_value = source_value[k.key]
+            np.testing.assert_array_equal(value, source_value)
+            copied += 1
+    assert copied >= 4
+    np.testing.assert_array_equal(
+        jax.tree_util.tree_leaves(state.batch_stats)[0],
+        jax.tree_util.tree_leaves(trained["batch_stats"])[0])
+
+    # The engine warm-starts a new run once; the rerun resumes its own checkpoint instead.
+    workdir = tmp_path / "tier1"
+    train.train_and_evaluate(tier1, workdir, data=tiny_data)
+    assert f"initialized from {source}" in capsys.readouterr().out
+    tier1.num_epochs = 2
+    train.train_and_evaluate(tier1, workdir, data=tiny_data)
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "initialized from" not in out
+
+
+def test_init_from_refuses_another_architecture_or_no_checkpoint(tiny_data, tmp_path):
+    source = tmp_path / "source"
+    train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)
+    wider = tiny_config()
+    wider.model_kwargs = {"width": 8, "stages": ((1, 1), (2, 1)), "head": (16,)}
+    state = train.create_train_state(wider, 0, 10)
+    with pytest.raises(FerCheckpointError, match="source: init_from checkpoint has model_kwargs"):
+        train.initialize_from(state, wider, source)
+    with pytest.raises(FerCheckpointError, match="missing.*no checkpoint found"):
+        train.initialize_from(state, wider, tmp_path / "missing")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fer_jax import classes, two_tier
-from fer_jax.errors import FerCheckpointError
+from fer_jax.errors import FerCheckpointError, FerError
 
 # Columns of a 7-class row: angry disgust fear happy sad surprise neutral.
 
@@ -155,3 +155,37 @@ def test_loading_rejects_missing_or_mismatched_checkpoints(trained, tmp_path):
     with pytest.raises(FerCheckpointError, match="member 'tier1' predicts grouping "
                                                  "'tier2_negative_six'"):
         two_tier.load_two_tier(tmp_path)
+
+
+def test_evaluate_and_calibrate_commands_accept_a_two_tier_directory(trained, tiny_csv, tmp_path,
+                                                                      monkeypatch):
+    from experiments import calibrate, evaluate
+
+    workdir, _ = trained
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "cache"))
+    data = ["--workdir", str(workdir), "--data", str(tiny_csv), "--split", "val"]
+
+    def evaluated(*extra):
+        out = tmp_path / "report.json"
+        assert evaluate.main([*data, *extra, "--json", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    hard, soft = evaluated(), evaluated("--routing", "soft")
+    assert hard["classes"] == list(classes.SIX.class_names) and "confusion" in hard
+    assert "hard routing" in hard["model"] and "soft routing" in soft["model"]
+
+    out = tmp_path / "calibration.json"
+    assert calibrate.main([*data, "--objective", "seed", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["grouping"] == "six" and set(result["offsets"]) == set(classes.SIX.class_names)
+    assert set(result["reports"]) == {"uncalibrated", "cross_fitted", "in_sample"}
+    assert result["reports"]["uncalibrated"]["confusion"] == hard["confusion"]
+    assert out.with_suffix(".png").stat().st_size > 0
+    # evaluate --calibration applies the offsets fitted on the whole split: the in-sample report.
+    calibrated = evaluated("--calibration", str(out))
+    assert calibrated["confusion"] == result["reports"]["in_sample"]["confusion"]
+
+    with pytest.raises(FerError, match="calibration.json: offsets were fitted in grouping 'six'"):
+        evaluate.main([*data, "--grouping", "seven", "--calibration", str(out)])
+    with pytest.raises(FerError, match="seed reference has no recall for \\['disgust'\\]"):
+        calibrate.main([*data, "--grouping", "seven"])

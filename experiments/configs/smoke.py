@@ -32,6 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
         "contrast": 0.15, "pad_mode": "edge",
     })
 
+    config.init_from = config_dict.placeholder(str)  # trained classifier workdir: fine-tune it
     config.seed = 0
     config.parallel = "jit"           # "jit" | "pmap"
     config.batch_size = 64
