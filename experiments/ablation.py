@@ -50,21 +50,26 @@ def cell_name(setting: str, model: str, variant: str, seed: int) -> str:
     return f"{setting}-{model}-{variant}-seed{seed}"
 
 
+# What the cells are, not how each is trained: a workdir may grow or shrink along these.
+GRID_KEYS = ("settings", "models", "variants", "seeds")
+
+
 def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Records the config in ``<workdir>/config.json``; refuses to continue a workdir that was
-    started with a different config (its finished cells would not match). A key added since
-    with the value None (a newer version's option, off) is no change."""
+    started with a config that trains cells differently (its finished cells would not match).
+    Changing the grid (:data:`GRID_KEYS`, e.g. more seeds) is allowed: finished cells are kept.
+    A key added since with the value None (a newer version's option, off) is no change."""
     current = json.loads(config.to_json_best_effort())
     path = workdir / "config.json"
     if path.is_file():
-        changed = pipeline_lib.changed_keys(json.loads(path.read_text()), current)
+        changed = [key for key in pipeline_lib.changed_keys(json.loads(path.read_text()), current)
+                   if key.split(".")[0] not in GRID_KEYS]
         if changed:
             raise FerError(f"{workdir}: this workdir was started with another config (changed: "
                            f"{', '.join(changed[:6])}{' ...' if len(changed) > 6 else ''}); use "
                            "another --workdir or the original config")
-    else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        pipeline_lib.write_json(path, current)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pipeline_lib.write_json(path, current)
 
 
 class Ablation:

@@ -253,6 +253,10 @@ def test_ablation_config_guard_names_changes_and_accepts_new_keys_set_to_none(tm
     del saved["gan_pipeline"]["gan_workdir"]  # written before that option (None) existed
     (tmp_path / "config.json").write_text(json.dumps(saved))
     ablation.check_config(tmp_path, config)
+    config.seeds = (0, 1, 2)  # a bigger grid keeps the finished cells; it is recorded
+    config.variants = ("none",)
+    ablation.check_config(tmp_path, config)
+    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == [0, 1, 2]
     config.classifier.num_epochs = 9
     with pytest.raises(ablation.FerError, match=r"another config \(changed: "
                                                 r"classifier.num_epochs\)"):
