@@ -27,9 +27,10 @@ import numpy as np
 
 from experiments import report as report_lib
 from experiments import synthesize
+from experiments.calibrate import calibrate
 from experiments.cli import experiment_parser, parse_with_config, run_main
-from experiments.evaluate import evaluate
-from fer_jax import classes, train, two_tier
+from experiments.evaluate import evaluate, predict_split, report_of
+from fer_jax import calibration, classes, train, two_tier
 from fer_jax.data import load_from_config, sampling
 from fer_jax.errors import FerError
 from gan import metrics as gan_metrics
@@ -369,6 +370,23 @@ def evaluate_models(workdir: pathlib.Path, data, config: ml_collections.ConfigDi
         out["members"][member] = {split: evaluate(predictor, data.split(split),
                                                   predictor.grouping, tta=config.eval.tta)
                                   for split in splits}
+    objective = config.eval.get("calibration")
+    if objective and "six" in views and "val" in splits:
+        # Decision offsets toward the seed's operating point, scored by cross-fitting on val.
+        out["calibration"] = {"objective": objective, "split": "val",
+                              "folds": config.eval.calibration_folds, "models": {}}
+        for name in ("flat", "two_tier"):
+            split, probs = predict_split(predictors[name], data.split("val"), classes.SIX,
+                                         tta=config.eval.tta)
+            result = calibrate(split.labels, probs, classes.SIX, objective=objective,
+                               folds=config.eval.calibration_folds)
+            if "test" in splits:  # the offsets fitted on all of val, applied to test
+                split, probs = predict_split(predictors[name], data.split("test"), classes.SIX,
+                                             tta=config.eval.tta)
+                offsets = np.array([result["offsets"][c] for c in classes.SIX.class_names])
+                result["reports"]["test"] = report_of(
+                    split.labels, calibration.apply_offsets(probs, offsets), classes.SIX)
+            out["calibration"]["models"][name] = result
     out["gan"] = _gan_recognizability(workdir, data, config)
     return out
 

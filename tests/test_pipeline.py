@@ -81,9 +81,24 @@ def test_pipeline_writes_report_results_and_figures(pipeline_run):
     flat_mix = results["mix"]["flat"]["per_class"]
     assert sum(c["sampled_synthetic"] for c in flat_mix.values()) > 0
 
+    # Decision offsets toward the seed's operating point: fitted on val, applied to test.
+    calibration = evaluation["calibration"]
+    assert calibration["objective"] == "seed" and calibration["split"] == "val"
+    for model in ("flat", "two_tier"):
+        calibrated = calibration["models"][model]
+        assert set(calibrated["offsets"]) == set(pipeline.classes.SIX.class_names)
+        assert calibrated["reports"]["uncalibrated"]["confusion"] == \
+            evaluation["models"][model]["val"]["six"]["confusion"]
+        assert calibrated["reports"]["test"]["n"] == evaluation["models"][model]["test"]["six"]["n"]
+
     report = (workdir / "report.md").read_text()
     assert "not** a FER-2013 result" in report
     assert "| angry | 58.0 |" in report  # the seed's published recall beside ours
+    two_tier_calibrated = calibration["models"]["two_tier"]["reports"]["test"]
+    assert "| accuracy | 65.0 | " in report.replace("**", "")
+    assert report.replace("**", "").split("| accuracy | 65.0 | ")[1].split("\n")[0].endswith(
+        f"| {pipeline.report_lib.percent(two_tier_calibrated['accuracy'])} |")
+    assert "fitted on all of val and applied to test" in report
     for figure in ("confusion_flat", "confusion_two_tier", "recall_vs_seed", "gan_samples",
                    "curves"):
         name = pipeline.report_lib.FIGURES[figure]
