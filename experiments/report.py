@@ -292,13 +292,13 @@ def _seed_section(results: Mapping) -> list[str]:
     if calibration:
         how = ("fitted on all of val and applied to test" if split == "test" else
                f"scored by {calibration['folds']}-fold cross-fitting on val (each fold with "
-               "offsets fitted on the others), so the column is an out-of-sample estimate")
+               "offsets fitted on the other folds), so the column is an out-of-sample estimate")
+        offsets = "; ".join(f"{MODEL_LABELS[m]} " + ", ".join(
+            f"{k} {v:+.2f}" for k, v in c["offsets"].items())
+            for m, c in calibration["models"].items())
         lines += [(f"*Calibrated*: per-class decision offsets added to the log-probabilities "
-                  f"(`fer_jax.calibration`, objective `{calibration['objective']}`), {how}; "
-                  "offsets fitted on all of val: "
-                  + "; ".join(f"{MODEL_LABELS[m]} " + ", ".join(
-                      f"{k} {v:+.2f}" for k, v in c["offsets"].items())
-                      for m, c in calibration["models"].items()) + "."), ""]
+                  f"(`fer_jax.calibration`, objective `{calibration['objective']}`), {how}. "
+                  f"The offsets fitted on all of val: {offsets}."), ""]
     if results["data"]["synthetic"]:
         lines += [("These numbers come from the synthetic faces, so this table only shows the "
                   "format of the comparison; it says nothing about FER-2013."), ""]
