@@ -221,7 +221,8 @@ class Pipeline:
                                           for k, v in sections.items()}}
         chain["mix"] = {**chain["synthesize"], "mix": {k: v["data"] for k, v in sections.items()}}
         chain["flat"] = {**chain["synthesize"], "flat": c["flat"]}
-        chain["two_tier"] = {**chain["synthesize"], "two_tier": c["two_tier"]}
+        chain["two_tier"] = {**chain["flat" if c["two_tier"].get("init_from_flat")
+                                    else "synthesize"], "two_tier": c["two_tier"]}
         chain["evaluate"] = {**chain["flat"], **chain["two_tier"], "eval": c["eval"]}
         chain["report"] = {**chain["evaluate"], **chain["mix"]}
         return chain[name]
@@ -311,12 +312,20 @@ class Pipeline:
             raise Interrupted("flat", summary["interrupted"])
         return summary
 
-    def stage_two_tier(self) -> dict:
+    def two_tier_config(self) -> ml_collections.ConfigDict:
+        """The two-tier section ready to train: members mix the synthetic faces as configured
+        and, with ``init_from_flat``, fine-tune this run's flat model."""
         config = self.config.two_tier.copy_and_resolve_references()
         npz = self._synthetic_path()
         for member in two_tier.MEMBERS:
             config[member] = classifier_config(config[member], npz)
-        summaries = two_tier.train_two_tier(config, self.workdir / "two_tier", self.data)
+            if config.get("init_from_flat"):
+                config[member].init_from = str(self.workdir / "flat")
+        return config
+
+    def stage_two_tier(self) -> dict:
+        summaries = two_tier.train_two_tier(self.two_tier_config(), self.workdir / "two_tier",
+                                            self.data)
         if summaries["interrupted"] is not None:
             raise Interrupted("two_tier", summaries["interrupted"])
         return summaries

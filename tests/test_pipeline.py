@@ -139,6 +139,26 @@ def test_pipeline_reuses_a_trained_gan(pipeline_run, tmp_path):
                        f"--config.gan_workdir={tmp_path / 'absent'}"] + TINY)
 
 
+def test_two_tier_members_can_fine_tune_the_flat_model(pipeline_run, tmp_path):
+    import shutil
+
+    trained, _, _ = pipeline_run
+    workdir = tmp_path / "warm"
+    shutil.copytree(trained, workdir)
+    for stage in ("two_tier", "evaluate", "report"):
+        (workdir / "stages" / f"{stage}.json").unlink()
+    shutil.rmtree(workdir / "two_tier")
+    warm = ["--workdir", str(workdir), "--config.two_tier.init_from_flat=True"] + TINY
+    study = pipeline.Pipeline(pipeline.parse_args(warm)[1], workdir)
+    assert {study.two_tier_config()[m].init_from for m in ("tier1", "negative", "positive")} \
+        == {str(workdir / "flat")}
+    assert "flat" in study.stage_inputs("two_tier")  # retraining flat redoes the members
+    out = run_captured(warm)
+    assert "[5/8] flat: skipped" in out and "[6/8] two_tier: running" in out
+    assert out.count(f"initialized from {workdir / 'flat'}") == 3
+    assert "[8/8] report: done" in out
+
+
 def test_synthetic_counts_fill_the_gap_up_to_the_caps():
     from fer_jax.classes import SEVEN, SIX
 

@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.two_tier = ml_collections.ConfigDict({
         "setting": config.get_ref("setting"),
         "routing": "soft",                           # "soft": p(group) p(class|group) | "hard"
+        "init_from_flat": False,                     # members fine-tune the flat model
         "tier1": classifier(**SMALL),
         "negative": classifier(**SMALL),
         "positive": classifier(**SMALL)})
