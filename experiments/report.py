@@ -292,7 +292,9 @@ def _seed_section(results: Mapping) -> list[str]:
     if calibration:
         how = ("fitted on all of val and applied to test" if split == "test" else
                f"scored by {calibration['folds']}-fold cross-fitting on val (each fold with "
-               "offsets fitted on the other folds), so the column is an out-of-sample estimate")
+               "offsets fitted on the other folds; recall averaged over "
+               f"{next(iter(calibration['models'].values()))['reports']['cross_fitted']['repeats']}"
+               " fold assignments), so the column is an out-of-sample estimate")
         offsets = "; ".join(f"{MODEL_LABELS[m]} " + ", ".join(
             f"{k} {v:+.2f}" for k, v in c["offsets"].items())
             for m, c in calibration["models"].items())

@@ -175,10 +175,16 @@ def test_evaluate_and_calibrate_commands_accept_a_two_tier_directory(trained, ti
     assert "hard routing" in hard["model"] and "soft routing" in soft["model"]
 
     out = tmp_path / "calibration.json"
-    assert calibrate.main([*data, "--objective", "seed", "--out", str(out)]) == 0
+    assert calibrate.main([*data, "--objective", "seed", "--repeats", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["grouping"] == "six" and set(result["offsets"]) == set(classes.SIX.class_names)
     assert set(result["reports"]) == {"uncalibrated", "cross_fitted", "in_sample"}
+    repeats = result["cross_fitted_repeats"]
+    assert len(repeats) == 3 and all(r["n"] == hard["n"] for r in repeats)
+    for name, row in result["reports"]["cross_fitted"]["per_class"].items():
+        recalls = [r["per_class"][name]["recall"] for r in repeats]
+        assert row["recall"] == pytest.approx(np.mean(recalls))
+        assert row["recall_min"] == pytest.approx(min(recalls))
     assert result["reports"]["uncalibrated"]["confusion"] == hard["confusion"]
     assert out.with_suffix(".png").stat().st_size > 0
     # evaluate --calibration applies the offsets fitted on the whole split: the in-sample report.
