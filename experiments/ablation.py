@@ -12,9 +12,10 @@ workdir's ``synthetic.npz``) or, when unset, from the pipeline's GAN and synthes
 in ``<workdir>/gan_pipeline``. Every classifier is one engine run in
 ``runs/<grouping>/<variant>/seed_<s>`` (the two-tier positive member is shared by both
 settings; ``models/<cell>`` holds each two-tier cell's manifest, a directory that
-``experiments.evaluate`` and ``experiments.calibrate`` load); every finished cell is ``cells/<cell>.json`` and is skipped on rerun. Writes
-``ablation.md`` and ``ablation.json`` (mean ± std over seeds of accuracy, macro-F1, disgust
-recall).
+``experiments.evaluate`` and ``experiments.calibrate`` load); every finished cell is
+``cells/<cell>.json`` and is skipped on rerun, and the grid (settings, models, variants, seeds)
+may grow between runs. Writes ``ablation.md`` and ``ablation.json`` (mean ± std over seeds of
+accuracy, macro-F1, disgust recall).
 """
 
 from __future__ import annotations
