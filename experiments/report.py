@@ -195,6 +195,10 @@ def _setup_section(results: Mapping) -> list[str]:
     for name, section in [("flat", config["flat"])] + [
             (f"two-tier {m}", two_tier[m]) for m in ("tier1", "negative", "positive")]:
         lines.append(f"- **{name}**: {_classifier_summary(section)}.")
+    if two_tier.get("init_from_flat"):
+        lines.append("- **Warm start**: each two-tier member starts from the final flat model "
+                     "(its head re-initialised for the member's classes), so the members train "
+                     "for the flat model's epochs plus their own.")
     evaluation = results["evaluation"]
     lines.append(f"- **Evaluation**: {evaluation['checkpoint']} checkpoint of each model, "
                  f"splits {', '.join(evaluation['splits'])}"

@@ -157,6 +157,8 @@ def test_two_tier_members_can_fine_tune_the_flat_model(pipeline_run, tmp_path):
     assert "[5/8] flat: skipped" in out and "[6/8] two_tier: running" in out
     assert out.count(f"initialized from {workdir / 'flat'}") == 3
     assert "[8/8] report: done" in out
+    assert "**Warm start**: each two-tier member starts from the final flat model" in \
+        (workdir / "report.md").read_text()
 
 
 def test_synthetic_counts_fill_the_gap_up_to_the_caps():
