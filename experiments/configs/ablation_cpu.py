@@ -13,6 +13,9 @@ makes recognizable there (disgust 84%, surprise 96%; fear only 7%, angry 37%):
     nohup taskset -c 1 python -m experiments.ablation --config experiments/configs/ablation_cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/ablation_cpu \\
         > checkpoints/ablation_cpu.log 2>&1 &
+
+A second seed in the same workdir (finished cells are kept; measured: 117 min on one core):
+``--config.seeds=(0,1)``.
 """
 
 from experiments.configs import ablation_default, cpu, pipeline_default
