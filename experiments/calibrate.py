@@ -5,8 +5,9 @@ best mean recall (``--objective balanced``) or an operating point that beats a r
 per-class recall (``--objective seed``: the seed's published 6-class recall). Fitted on the
 same split they are scored on, numbers are optimistic, so the table also shows the
 cross-fitted estimate: each of ``--folds`` stratified folds scored with offsets fitted on the
-others, averaged over ``--repeats`` fold assignments (and the lowest repeat). The offsets fitted on the whole split go to ``--out`` (default
-``<workdir>/calibration_<objective>.json``), for ``experiments.evaluate --calibration``.
+others, averaged over ``--repeats`` fold assignments (and the lowest repeat). The offsets
+fitted on the whole split go to ``--out`` (default ``<workdir>/calibration_<objective>.json``),
+for ``experiments.evaluate --calibration``.
 
     python -m experiments.calibrate --workdir DIR [--data PATH] [--split val]
         [--grouping six] [--objective seed|balanced] [--folds 2] [--repeats 5] [--tta]
@@ -23,8 +24,14 @@ import sys
 import numpy as np
 
 from experiments import report as report_lib
-from experiments.cli import add_data_argument, run_main
-from experiments.evaluate import SYNTHETIC_NOTE, predict_split, report_of
+from experiments.cli import run_main
+from experiments.evaluate import (
+    SYNTHETIC_NOTE,
+    add_model_arguments,
+    load_model,
+    predict_split,
+    report_of,
+)
 from fer_jax import calibration, classes, plots
 from fer_jax.errors import FerError
 
@@ -99,49 +106,35 @@ def recall_rows(result: dict, grouping: classes.Grouping, reference) -> list[lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.calibrate",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True,
-                        help="run directory of a trained classifier (flat or two-tier)")
-    add_data_argument(parser)
-    parser.add_argument("--split", choices=("val", "test"), default="val",
-                        help="labelled split to fit on (default val: never fit on the test "
-                             "split you report)")
-    parser.add_argument("--grouping", default=None, choices=sorted(classes.GROUPINGS),
-                        help="label setting (default: the model's; 'seed' needs six)")
+    add_model_arguments(parser, split="val", checkpoint="latest",
+                        split_help="labelled split to fit on (default val: never fit on the "
+                                   "test split you report)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="seed")
     parser.add_argument("--folds", type=int, default=2, help="cross-fitting folds (>= 2)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="cross-fitting repeats, each with another fold assignment")
-    parser.add_argument("--tta", action="store_true",
-                        help="average predictions over flip and 2-pixel shifts")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="latest")
-    parser.add_argument("--routing", choices=("soft", "hard"), default=None,
-                        help="two-tier models: routing (default: the model's own)")
     parser.add_argument("--out", metavar="JSON", default=None)
     args = parser.parse_args(argv)
 
-    from fer_jax import two_tier
     from fer_jax.data import load
 
-    workdir = pathlib.Path(args.workdir)
-    if not workdir.is_dir():
-        raise FerError(f"{workdir}: no such run directory")
     if args.folds < 2 or args.repeats < 1:
         raise FerError(f"need --folds >= 2 and --repeats >= 1, got {args.folds} and "
                        f"{args.repeats}")
-    predictor = two_tier.load_classifier(workdir, best=args.checkpoint == "best",
-                                         routing=args.routing)
-    grouping = classes.grouping(args.grouping) if args.grouping else predictor.grouping
+    predictor, grouping = load_model(args)
     reference = reference_recall(args.objective, grouping)
     data = load(args.data)
-    split, probs = predict_split(predictor, data.split(args.split), grouping, tta=args.tta)
-    result = calibrate(split.labels, probs, grouping, objective=args.objective,
+    labels, probs = predict_split(predictor, data.split(args.split), grouping, tta=args.tta)
+    result = calibrate(labels, probs, grouping, objective=args.objective,
                        folds=args.folds, repeats=args.repeats)
-    out = pathlib.Path(args.out or workdir / f"calibration_{args.objective}.json")
+    out = pathlib.Path(args.out or
+                       pathlib.Path(args.workdir) / f"calibration_{args.objective}.json")
     result.update(grouping=grouping.name, objective=args.objective,
                   reference=None if reference is None else
                   dict(zip(grouping.class_names, reference.tolist())),
-                  folds=args.folds, repeats=args.repeats, model=predictor.description, data=data.source,
-                  synthetic=data.synthetic, split=args.split, n=len(split), tta=args.tta,
+                  folds=args.folds, repeats=args.repeats, model=predictor.description,
+                  data=data.source,
+                  synthetic=data.synthetic, split=args.split, n=len(labels), tta=args.tta,
                   checkpoint=args.checkpoint)
     out.write_text(json.dumps(result, indent=1))
     figure = out.with_suffix(".png")
@@ -152,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'; ticks: seed' if reference is not None else ''}")
     if data.synthetic:
         print(f"note: {SYNTHETIC_NOTE}", file=sys.stderr)
-    print(f"{predictor.description} on {args.split} of {data.source} ({len(split)} images"
+    print(f"{predictor.description} on {args.split} of {data.source} ({len(labels)} images"
           f"{', TTA' if args.tta else ''}), offsets for objective {args.objective!r}:")
     header = ["class", *(["seed"] if reference is not None else []),
               *(REPORT_LABELS[k] for k in result["reports"]), "cross-fitted (min)"]

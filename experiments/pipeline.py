@@ -29,7 +29,7 @@ from experiments import report as report_lib
 from experiments import synthesize
 from experiments.calibrate import calibrate
 from experiments.cli import experiment_parser, parse_with_config, run_main
-from experiments.evaluate import evaluate, predict_split, report_of
+from experiments.evaluate import in_view, offsets_vector, report_of
 from fer_jax import calibration, classes, train, two_tier
 from fer_jax.data import load_from_config, sampling
 from fer_jax.errors import FerError
@@ -359,42 +359,50 @@ class Pipeline:
 def evaluate_models(workdir: pathlib.Path, data, config: ml_collections.ConfigDict) -> dict:
     """Scores the flat and two-tier models (both routings) on val and, when present, test:
     in the setting and, for the 7-class setting, also read as 6 classes (the seed's setting);
-    each two-tier member on its own grouping; the GAN's samples by the flat model."""
-    best = config.eval.checkpoint == "best"
+    each two-tier member on its own grouping; the 6-class decisions calibrated toward the
+    seed (``config.eval.calibration``); the GAN's samples by the flat model. Every model runs
+    once per split: the readings, both routings and the member scores share its predictions."""
+    best, tta = config.eval.checkpoint == "best", config.eval.tta
     flat = train.load_predictor(workdir / "flat", best=best)
     model = two_tier.load_two_tier(workdir / "two_tier", best=best)
     other = "hard" if model.routing == "soft" else "soft"
-    predictors = {"flat": flat, "two_tier": model.as_predictor(),
-                  f"two_tier_{other}": model.as_predictor(other)}
     views = [config.setting] + (["six"] if config.setting == "seven" else [])
     splits = [name for name in ("val", "test") if data.has(name)]
     out = {"splits": splits, "views": views, "checkpoint": config.eval.checkpoint,
            "routing": model.routing, "models": {}, "members": {}}
-    for name, predictor in predictors.items():
-        out["models"][name] = {split: {view: evaluate(predictor, data.split(split),
-                                                      classes.grouping(view), tta=config.eval.tta)
-                                       for view in views} for split in splits}
-    for member in two_tier.MEMBERS:
-        predictor = model.member(member)
-        out["members"][member] = {split: evaluate(predictor, data.split(split),
-                                                  predictor.grouping, tta=config.eval.tta)
-                                  for split in splits}
+    six: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # (model, split) -> readings
+    for split_name in splits:
+        split = data.split(split_name)
+        members = {name: model.member(name)(split.images, tta=tta, progress=f"predict [{name}]")
+                   for name in two_tier.MEMBERS}
+        probs = {"flat": (flat.grouping, flat(split.images, tta=tta, progress="predict [flat]"))}
+        for name, routing in (("two_tier", model.routing), (f"two_tier_{other}", other)):
+            probs[name] = (model.grouping, two_tier.route(*members.values(),
+                                                          setting=model.setting, routing=routing))
+        for name, (grouping, model_probs) in probs.items():
+            for view in views:
+                reading = in_view(model_probs, split.labels, grouping, classes.grouping(view))
+                out["models"].setdefault(name, {}).setdefault(split_name, {})[view] = \
+                    report_of(*reading, classes.grouping(view))
+                if view == "six":
+                    six[name, split_name] = reading
+        for name, member_probs in members.items():
+            grouping = model.member(name).grouping
+            out["members"].setdefault(name, {})[split_name] = report_of(
+                *in_view(member_probs, split.labels, grouping, grouping), grouping)
     objective = config.eval.get("calibration")
     if objective and "six" in views and "val" in splits:
         # Decision offsets toward the seed's operating point, scored by cross-fitting on val.
         out["calibration"] = {"objective": objective, "split": "val",
                               "folds": config.eval.calibration_folds, "models": {}}
         for name in ("flat", "two_tier"):
-            split, probs = predict_split(predictors[name], data.split("val"), classes.SIX,
-                                         tta=config.eval.tta)
-            result = calibrate(split.labels, probs, classes.SIX, objective=objective,
+            result = calibrate(*six[name, "val"], classes.SIX, objective=objective,
                                folds=config.eval.calibration_folds)
             if "test" in splits:  # the offsets fitted on all of val, applied to test
-                split, probs = predict_split(predictors[name], data.split("test"), classes.SIX,
-                                             tta=config.eval.tta)
-                offsets = np.array([result["offsets"][c] for c in classes.SIX.class_names])
+                labels, test_probs = six[name, "test"]
+                offsets = offsets_vector(result["offsets"], classes.SIX)
                 result["reports"]["test"] = report_of(
-                    split.labels, calibration.apply_offsets(probs, offsets), classes.SIX)
+                    labels, calibration.apply_offsets(test_probs, offsets), classes.SIX)
             out["calibration"]["models"][name] = result
     out["gan"] = _gan_recognizability(workdir, data, config)
     return out

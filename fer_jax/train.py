@@ -125,12 +125,8 @@ def initialize_from(state: TrainState, config: ml_collections.ConfigDict,
     FerCheckpointError when ``directory`` has no checkpoint or trained another architecture.
     """
     _, trained, saved = load_trained(directory, best=False)
-    for key in ("model", "model_kwargs"):
-        ours, theirs = _json_config(config).get(key), saved.to_dict().get(key)
-        if json.loads(json.dumps(theirs)) != ours:
-            raise FerCheckpointError(
-                f"{directory}: init_from checkpoint has {key}={theirs!r} but the config has "
-                f"{ours!r}; warm starts need the same architecture")
+    _check_same(_json_config(saved), config, ("model", "model_kwargs"), where=directory,
+                what="init_from checkpoint has", remedy="warm starts need the same architecture")
     fresh: list[str] = []
 
     def merge(collection: str, current):
@@ -599,14 +595,22 @@ def _final_report(config, workdir, state, placement, prepared, log, ckpt, plots)
     return out
 
 
+def _check_same(saved: dict, config: ml_collections.ConfigDict, keys, *, where, what: str,
+                remedy: str) -> None:
+    """Raises FerCheckpointError naming the first of ``keys`` whose value in the saved config
+    JSON ``saved`` differs from ``config``'s (keys the saved config lacks are not compared)."""
+    current = _json_config(config)
+    for key in keys:
+        if key in saved and saved[key] != current.get(key):
+            raise FerCheckpointError(f"{where}: {what} {key}={saved[key]!r} but the config has "
+                                     f"{current.get(key)!r}; {remedy}")
+
+
 def _check_resume_config(saved: dict, config: ml_collections.ConfigDict, where) -> None:
     """Refuses to resume a run whose model, grouping or batch size differ."""
-    current = _json_config(config)
-    for key in ("model", "model_kwargs", "grouping", "batch_size", "seed"):
-        if key in saved and saved[key] != current.get(key):
-            raise FerCheckpointError(
-                f"{where}: checkpoint was written with {key}={saved[key]!r} but the config has "
-                f"{current.get(key)!r}; use another --workdir or the original config")
+    _check_same(saved, config, ("model", "model_kwargs", "grouping", "batch_size", "seed"),
+                where=where, what="checkpoint was written with",
+                remedy="use another --workdir or the original config")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -28,16 +28,22 @@ def real_zip():
     return REAL_ZIP
 
 
+USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+def write_fer2013_csv(path: pathlib.Path, splits) -> pathlib.Path:
+    """Writes ``{split name: Split}`` as an ICML-2013 fer2013.csv (emotion, pixels, Usage)."""
+    with open(path, "w") as f:
+        f.write("emotion,pixels,Usage\n")
+        f.writelines(f"{label},{' '.join(map(str, image.ravel()))},{USAGE[name]}\n"
+                     for name, split in splits.items()
+                     for image, label in zip(split.images, split.labels))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_csv(tiny_data, tmp_path_factory):
     """``tiny_data`` written as an ICML-2013 fer2013.csv (Training / PublicTest / PrivateTest),
     for the command-line entry points' ``--data``."""
-    usage = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
-    lines = ["emotion,pixels,Usage"]
-    for name, label in usage.items():
-        split = tiny_data.split(name)
-        lines += [f"{y},{' '.join(map(str, image.reshape(-1)))},{label}"
-                  for image, y in zip(split.images, split.labels)]
-    csv = tmp_path_factory.mktemp("csv") / "fer2013.csv"
-    csv.write_text("\n".join(lines) + "\n")
-    return csv
+    return write_fer2013_csv(tmp_path_factory.mktemp("csv") / "fer2013.csv",
+                             {name: tiny_data.split(name) for name in USAGE})

@@ -12,8 +12,8 @@ from fer_jax.classes import EMOTIONS
 from fer_jax.data import readers, tfds_fer2013
 from fer_jax.data.dataset import Split
 from fer_jax.errors import FerDataError
+from tests.conftest import USAGE, write_fer2013_csv
 
-USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 TFDS_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
@@ -54,11 +54,7 @@ def test_builder_is_registered_as_fer2013():
 def test_prepare_from_csv_matches_readers(tmp_path, small):
     manual = tmp_path / "manual"
     manual.mkdir()
-    with open(manual / "fer2013.csv", "w") as f:
-        f.write("emotion,pixels,Usage\n")
-        f.writelines(f"{label},{' '.join(map(str, image.ravel()))},{USAGE[name]}\n"
-                     for name, split in small.items()
-                     for image, label in zip(split.images, split.labels))
+    write_fer2013_csv(manual / "fer2013.csv", small)
     builder = prepare(manual, tmp_path / "data")
     expected = readers.load(manual / "fer2013.csv", cache_dir=False)
     sources = builder.as_data_source()
