@@ -33,7 +33,7 @@ from experiments import pipeline as pipeline_lib
 from experiments import report as report_lib
 from experiments.cli import experiment_parser, parse_with_config, run_main
 from experiments.evaluate import evaluate
-from fer_jax import classes, plots, train, two_tier
+from fer_jax import classes, inference, plots, train, two_tier
 from fer_jax.data import load_from_config, sampling
 from fer_jax.errors import FerError
 
@@ -166,7 +166,7 @@ class Ablation:
     def predictor(self, setting: str, model: str, variant: str, seed: int):
         best = self.config.checkpoint == "best"
         if model == "flat":
-            return train.load_predictor(self.train_run(setting, variant, seed), best=best)
+            return inference.load_predictor(self.train_run(setting, variant, seed), best=best)
         return two_tier.load_predictor(self.two_tier_dir(setting, variant, seed), best=best)
 
     # ------------------------------------------------------------------------- cells

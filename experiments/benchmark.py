@@ -68,6 +68,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int) -> dict:
 
     from experiments.configs import smoke
     from fer_jax import parallel, train
+    from fer_jax import state as state_lib
     from fer_jax.data import augment
 
     config = smoke.get_config()
@@ -76,7 +77,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int) -> dict:
     config.optimizer, config.schedule = "sgd", "constant"
     placement = parallel.make_placement(mode)
     bn_axis = parallel.AXIS if mode == "pmap" else None
-    state = train.create_train_state(config, 0, 100, bn_axis_name=bn_axis)
+    state = state_lib.create_train_state(config, 0, 100, bn_axis_name=bn_axis)
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 256, (max(1024, batch), 48, 48), dtype=np.uint8)
     labels = rng.integers(0, 7, len(pool)).astype(np.int32)
@@ -94,7 +95,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int) -> dict:
     train_s = _timed(lambda: jax.block_until_ready(step_fn(state, batch_arrays, key, *consts)),
                      steps)
 
-    model = train.build_model(ml_collections.ConfigDict(config))
+    model = state_lib.build_model(ml_collections.ConfigDict(config))
     host = placement.unreplicate(state)
     variables = {"params": host.params, "batch_stats": host.batch_stats}
     images = augment.to_float(pool[:batch])

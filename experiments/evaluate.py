@@ -46,7 +46,7 @@ def in_view(probs: np.ndarray, canonical_labels: np.ndarray, source: classes.Gro
 
 
 def predict_split(predictor, split, grouping: classes.Grouping, *, tta: bool = False):
-    """``(encoded labels, probabilities)`` of ``predictor`` (see fer_jax.train.Predictor) on
+    """``(encoded labels, probabilities)`` of ``predictor`` (see fer_jax.inference.Predictor) on
     ``split`` (canonical labels), read in ``grouping`` (see :func:`in_view`)."""
     probs = predictor(split.images, tta=tta, progress="predict")
     return in_view(probs, split.labels, predictor.grouping, grouping)

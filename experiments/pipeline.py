@@ -30,7 +30,7 @@ from experiments import synthesize
 from experiments.calibrate import calibrate
 from experiments.cli import experiment_parser, parse_with_config, run_main
 from experiments.evaluate import in_view, offsets_vector, report_of
-from fer_jax import calibration, classes, train, two_tier
+from fer_jax import calibration, classes, inference, train, two_tier
 from fer_jax.data import load_from_config, sampling
 from fer_jax.errors import FerError
 from gan import metrics as gan_metrics
@@ -363,7 +363,7 @@ def evaluate_models(workdir: pathlib.Path, data, config: ml_collections.ConfigDi
     seed (``config.eval.calibration``); the GAN's samples by the flat model. Every model runs
     once per split: the readings, both routings and the member scores share its predictions."""
     best, tta = config.eval.checkpoint == "best", config.eval.tta
-    flat = train.load_predictor(workdir / "flat", best=best)
+    flat = inference.load_predictor(workdir / "flat", best=best)
     model = two_tier.load_two_tier(workdir / "two_tier", best=best)
     other = "hard" if model.routing == "soft" else "soft"
     views = [config.setting] + (["six"] if config.setting == "seven" else [])

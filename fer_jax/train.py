@@ -11,13 +11,10 @@ checkpoints hold everything else (parameters, batch statistics, optimizer state,
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
-import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,93 +22,16 @@ import ml_collections
 import numpy as np
 import optax
 from flax import traverse_util
-from flax.training import train_state
 from tqdm import tqdm
 
-from fer_jax import checkpoint, classes, metrics, models, parallel
+from fer_jax import checkpoint, classes, metrics, parallel
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import sampling
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerCheckpointError, FerError
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-class TrainState(train_state.TrainState):
-    """Flax TrainState plus BatchNorm statistics."""
-
-    batch_stats: Any
-
-
-# ----------------------------------------------------------------------------- model, optimizer
-def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None):
-    """The classifier named ``config.model`` for ``config.grouping``'s classes."""
-    kwargs = dict(config.get("model_kwargs", {}))
-    return models.create_model(config.model, classes.grouping(config.grouping).num_classes,
-                               dtype=DTYPES[config.get("dtype", "float32")],
-                               bn_axis_name=bn_axis_name, **kwargs)
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """``config.schedule``: "cosine" (linear warmup, cosine decay to 0), "constant" or
-    "plateau" (constant; :func:`make_optimizer` adds reduce-on-plateau scaling)."""
-    base = config.learning_rate
-    if config.schedule == "cosine":
-        warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
-        total = max(config.num_epochs * steps_per_epoch, warmup + 1)
-        return optax.warmup_cosine_decay_schedule(0.0, base, warmup, total)
-    if config.schedule in ("constant", "plateau"):
-        return optax.constant_schedule(base)
-    raise ValueError(f"unknown schedule {config.schedule!r}; expected cosine, constant or plateau")
-
-
-def _decay_mask(params):
-    """Weight decay on kernels only (not biases or BatchNorm scales)."""
-    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """optax optimizer from ``config``: ``optimizer`` sgd (``momentum``, ``nesterov``) / adam /
-    adamw, ``weight_decay`` (coupled L2 for sgd/adam, decoupled for adamw; kernels only),
-    ``grad_clip_norm`` (global norm, 0 = off) and the schedule (see
-    :func:`learning_rate_schedule`). "plateau" multiplies updates by ``plateau_factor`` when the
-    epoch-mean training loss has not improved for ``plateau_patience`` epochs."""
-    schedule = learning_rate_schedule(config, steps_per_epoch)
-    decay = config.get("weight_decay", 0.0)
-    parts = []
-    if config.get("grad_clip_norm", 0.0):
-        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    if decay and config.optimizer in ("sgd", "adam"):
-        parts.append(optax.add_decayed_weights(decay, mask=_decay_mask))
-    if config.optimizer == "sgd":
-        parts.append(optax.sgd(schedule, momentum=config.get("momentum", 0.9),
-                               nesterov=config.get("nesterov", True)))
-    elif config.optimizer == "adam":
-        parts.append(optax.adam(schedule))
-    elif config.optimizer == "adamw":
-        parts.append(optax.adamw(schedule, weight_decay=decay, mask=_decay_mask))
-    else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; expected sgd, adam or adamw")
-    if config.schedule == "plateau":
-        parts.append(optax.contrib.reduce_on_plateau(
-            factor=config.get("plateau_factor", 0.5), patience=config.get("plateau_patience", 3),
-            accumulation_size=steps_per_epoch))
-    return optax.chain(*parts)
-
-
-def create_train_state(config: ml_collections.ConfigDict, seed: int, steps_per_epoch: int,
-                       *, bn_axis_name: str | None = None) -> TrainState:
-    """Fresh parameters (drawn from ``seed``), batch statistics and optimizer state.
-
-    Initialisation uses the "rbg" PRNG: XLA:CPU compiles a model's init ~5x faster than with
-    threefry (3.5 s vs 18 s for VGG13 on this machine)."""
-    model = build_model(config, bn_axis_name=None)
-    variables = jax.jit(functools.partial(model.init, train=False))(
-        {"params": jax.random.key(seed, impl="rbg")}, jnp.zeros((1, 48, 48, 1), jnp.float32))
-    train_model = build_model(config, bn_axis_name=bn_axis_name)
-    return TrainState.create(apply_fn=train_model.apply, params=variables["params"],
-                             batch_stats=variables["batch_stats"],
-                             tx=make_optimizer(config, steps_per_epoch))
+from fer_jax.inference import evaluate_split, load_trained
+from fer_jax.runtime import RunLog, StopSignal
+from fer_jax.state import TrainState, create_train_state, learning_rate_schedule
 
 
 def initialize_from(state: TrainState, config: ml_collections.ConfigDict,
@@ -186,61 +106,6 @@ def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConf
 
 
 # Test-time augmentation views: (flip, dy, dx).
-TTA_VIEWS = ((False, 0, 0), (True, 0, 0), (False, 2, 0), (False, -2, 0), (False, 0, 2),
-             (False, 0, -2))
-
-
-def _shifted(x, dy: int, dx: int):
-    """Shifts images ``[B, H, W, 1]`` by (dy, dx) pixels, repeating the border."""
-    if not (dy or dx):
-        return x
-    h, w = x.shape[1:3]
-    pad = max(abs(dy), abs(dx))
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
-    return padded[:, pad - dy:pad - dy + h, pad - dx:pad - dx + w]
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "tta"))
-def _predict_batch(apply_fn, variables, images_uint8, tta: bool):
-    x = augment_lib.to_float(images_uint8)
-    if not tta:
-        return jax.nn.softmax(apply_fn(variables, x, train=False).astype(jnp.float32))
-    probs = [jax.nn.softmax(apply_fn(variables, _shifted(x[:, :, ::-1] if flip else x, dy, dx),
-                                     train=False).astype(jnp.float32))
-             for flip, dy, dx in TTA_VIEWS]
-    return jnp.mean(jnp.stack(probs), axis=0)
-
-
-def predict_probabilities(apply_fn, variables, images: np.ndarray, *, batch_size: int = 256,
-                          tta: bool = False, progress: str | None = None) -> np.ndarray:
-    """Class probabilities ``float32 [N, C]`` for uint8 images ``[N, 48, 48]``, in batches (the
-    last one padded, so one compilation). ``tta`` averages over :data:`TTA_VIEWS` (identity,
-    flip, four 2-pixel shifts). ``progress``: a tqdm description, or None for no bar."""
-    n = len(images)
-    out = []
-    for start in tqdm(range(0, n, batch_size), desc=progress, disable=progress is None,
-                      leave=False):
-        chunk = images[start:start + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
-                                                 np.uint8)])
-        out.append(np.asarray(_predict_batch(apply_fn, variables, padded, tta))[:len(chunk)])
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def predict_logits(state_or_variables, images: np.ndarray, *, model=None,
-                   batch_size: int = 256) -> np.ndarray:
-    """Log-probabilities ``[N, C]`` (logits up to a constant) of uint8 images ``[N, 48, 48]``,
-    from a :class:`TrainState` or from ``variables`` plus ``model``."""
-    if isinstance(state_or_variables, TrainState):
-        apply_fn = state_or_variables.apply_fn
-        variables = {"params": state_or_variables.params,
-                     "batch_stats": state_or_variables.batch_stats}
-    else:
-        apply_fn, variables = model.apply, state_or_variables
-    probs = predict_probabilities(apply_fn, variables, images, batch_size=batch_size)
-    return np.log(np.maximum(probs, 1e-30))
-
-
 # ----------------------------------------------------------------------------- data
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
@@ -305,79 +170,6 @@ def steps_per_epoch_of(config, prepared: PreparedData) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate_split(apply_fn, variables, split: Split, class_names, *, batch_size: int,
-                   tta: bool = False, progress: str | None = None) -> tuple[dict, float]:
-    """(classification report, mean cross-entropy) of ``split`` (labels already encoded)."""
-    probs = predict_probabilities(apply_fn, variables, split.images, batch_size=batch_size,
-                                  tta=tta, progress=progress)
-    loss = float(-np.mean(np.log(np.maximum(probs[np.arange(len(split)), split.labels], 1e-30))))
-    confusion = metrics.confusion_matrix(split.labels, metrics.top1_predictions(probs),
-                                         len(class_names))
-    return metrics.classification_report(confusion, class_names), loss
-
-
-# ----------------------------------------------------------------------------- logging
-class RunLog:
-    """metrics.jsonl (records with "step") and TensorBoard scalars, on process 0 only."""
-
-    def __init__(self, workdir: pathlib.Path, resume_step: int):
-        self.path = workdir / "metrics.jsonl"
-        self.active = jax.process_index() == 0
-        self.writer = None
-        if not self.active:
-            return
-        # Records written after the checkpoint we resume from are replayed: drop them.
-        kept = [line for line in self._lines() if json.loads(line)["step"] <= resume_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
-        from tensorboardX import SummaryWriter
-
-        self.writer = SummaryWriter(str(workdir / "tensorboard"))
-
-    def _lines(self) -> list[str]:
-        if not self.path.exists():
-            return []
-        return [line for line in self.path.read_text().splitlines() if line.strip()]
-
-    def write(self, record: dict) -> None:
-        if not self.active:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, record["step"])
-        self.writer.flush()
-
-    def history(self) -> list[dict]:
-        return [json.loads(line) for line in self._lines()]
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-class StopSignal:
-    """Records SIGTERM/SIGINT instead of dying, so the loop can checkpoint and stop."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _json_config(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json())
 
@@ -611,55 +403,3 @@ def _check_resume_config(saved: dict, config: ml_collections.ConfigDict, where) 
     _check_same(saved, config, ("model", "model_kwargs", "grouping", "batch_size", "seed"),
                 where=where, what="checkpoint was written with",
                 remedy="use another --workdir or the original config")
-
-
-# ----------------------------------------------------------------------------- loading
-def load_trained(workdir: str | pathlib.Path, *, best: bool = True):
-    """``(model, variables, config)`` of a trained run: the best-by-val checkpoint when
-    ``best`` (falling back to the latest when none has a val metric), else the latest."""
-    workdir = pathlib.Path(workdir)
-    if not checkpoint.has_checkpoint(workdir):
-        raise FerCheckpointError(f"{workdir / checkpoint.CHECKPOINT_DIR}: no checkpoint found "
-                                 "(train first, or check --workdir)")
-    with checkpoint.Checkpointer(workdir) as ckpt:
-        step = ckpt.best_step() if best else None
-        meta, saved = ckpt.read_json(step)
-        if "model" not in saved:
-            raise FerCheckpointError(f"{ckpt.directory}: checkpoint has no classifier config")
-        config = ml_collections.ConfigDict(saved)
-        steps_per_epoch = int(meta.get("steps_per_epoch", 1))
-        target = jax.eval_shape(lambda: create_train_state(config, 0, steps_per_epoch))
-        target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), target)
-        restored = ckpt.restore({"state": target}, step)
-    state = restored.state["state"]
-    model = build_model(config)
-    return model, {"params": state.params, "batch_stats": state.batch_stats}, config
-
-
-@dataclasses.dataclass(frozen=True)
-class Predictor:
-    """Images -> probabilities over ``class_names`` (the classes of ``grouping``)."""
-
-    predict: Callable[..., np.ndarray]
-    class_names: tuple[str, ...]
-    grouping: classes.Grouping
-    description: str
-
-    def __call__(self, images: np.ndarray, *, tta: bool = False,
-                 progress: str | None = None) -> np.ndarray:
-        return self.predict(images, tta=tta, progress=progress)
-
-
-def load_predictor(workdir: str | pathlib.Path, *, best: bool = True,
-                   batch_size: int = 256) -> Predictor:
-    """A :class:`Predictor` for the classifier trained in ``workdir`` (see :func:`load_trained`);
-    the one entry point evaluation uses, so other predictors (e.g. two-tier) can plug in."""
-    model, variables, config = load_trained(workdir, best=best)
-    grouping = classes.grouping(config.grouping)
-
-    def predict(images, *, tta=False, progress=None):
-        return predict_probabilities(model.apply, variables, images, batch_size=batch_size,
-                                     tta=tta, progress=progress)
-
-    return Predictor(predict, grouping.class_names, grouping,
-                     f"{config.model} ({grouping.name}) from {workdir}")

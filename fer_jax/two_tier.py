@@ -16,7 +16,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from fer_jax import train
+from fer_jax import inference, train
 from fer_jax.classes import SEVEN, SIX, TWO_TIER, Grouping
 from fer_jax.data.dataset import FerData
 from fer_jax.errors import FerCheckpointError
@@ -163,9 +163,9 @@ class TwoTierModel:
 
     setting: str
     routing: str
-    tier1: train.Predictor      # over ("negative", "positive")
-    negative: train.Predictor   # over the negative group's classes
-    positive: train.Predictor   # over the positive group's classes
+    tier1: inference.Predictor      # over ("negative", "positive")
+    negative: inference.Predictor   # over the negative group's classes
+    positive: inference.Predictor   # over the positive group's classes
     source: str = "memory"      # where it was loaded from, for descriptions
 
     def __post_init__(self):
@@ -194,15 +194,15 @@ class TwoTierModel:
                  for name in MEMBERS]
         return route(*probs, setting=self.setting, routing=routing or self.routing)
 
-    def as_predictor(self, routing: str | None = None) -> train.Predictor:
-        """This model as a :class:`fer_jax.train.Predictor` (``routing`` defaults to the
+    def as_predictor(self, routing: str | None = None) -> inference.Predictor:
+        """This model as a :class:`fer_jax.inference.Predictor` (``routing`` defaults to the
         model's)."""
         routing = routing or self.routing
 
         def predict(images, *, tta=False, progress=None):
             return self.predict(images, tta=tta, progress=progress, routing=routing)
 
-        return train.Predictor(predict, self.grouping.class_names, self.grouping,
+        return inference.Predictor(predict, self.grouping.class_names, self.grouping,
                                f"two-tier {self.setting} ({routing} routing) from {self.source}")
 
 
@@ -229,25 +229,25 @@ def load_two_tier(directory: str | pathlib.Path, *, best: bool = True,
     if routing not in ROUTINGS:
         raise FerCheckpointError(f"{path}: unknown routing {routing!r}; expected one of "
                                  f"{ROUTINGS}")
-    predictors = {name: train.load_predictor(directory / subdir, best=best, batch_size=batch_size)
+    predictors = {name: inference.load_predictor(directory / subdir, best=best, batch_size=batch_size)
                   for name, subdir in members.items()}
     return TwoTierModel(setting, routing, **predictors, source=str(directory))
 
 
 def load_predictor(directory: str | pathlib.Path, *, best: bool = True, batch_size: int = 256,
-                   routing: str | None = None) -> train.Predictor:
-    """The two-tier checkpoint ``directory`` as a :class:`fer_jax.train.Predictor` over the
+                   routing: str | None = None) -> inference.Predictor:
+    """The two-tier checkpoint ``directory`` as a :class:`fer_jax.inference.Predictor` over the
     setting's classes, so evaluation treats it like a flat classifier."""
     return load_two_tier(directory, best=best, batch_size=batch_size).as_predictor(routing)
 
 
 def load_classifier(directory: str | pathlib.Path, *, best: bool = True, batch_size: int = 256,
-                    routing: str | None = None) -> train.Predictor:
-    """A trained classifier as a :class:`fer_jax.train.Predictor`, whichever kind ``directory``
+                    routing: str | None = None) -> inference.Predictor:
+    """A trained classifier as a :class:`fer_jax.inference.Predictor`, whichever kind ``directory``
     holds: a two-tier checkpoint (manifest; ``routing`` overrides its routing) or a flat run."""
     if is_two_tier(directory):
         return load_predictor(directory, best=best, batch_size=batch_size, routing=routing)
     if routing is not None:
         raise FerCheckpointError(f"{directory}: --routing applies to two-tier models; this is a "
                                  "flat classifier run")
-    return train.load_predictor(directory, best=best, batch_size=batch_size)
+    return inference.load_predictor(directory, best=best, batch_size=batch_size)

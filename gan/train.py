@@ -38,7 +38,7 @@ from fer_jax.data import load_from_config
 from fer_jax.data.augment import to_float
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerError
-from fer_jax.train import RunLog, StopSignal
+from fer_jax.runtime import RunLog, StopSignal
 from gan import losses, models
 from gan.input_pipeline import BalancedBatches
 

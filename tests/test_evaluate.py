@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import evaluate
-from fer_jax import train
+from fer_jax import inference, train
 from fer_jax.classes import EMOTIONS, SIX
 from tests.test_train import tiny_config
 
@@ -58,7 +58,7 @@ def test_grouping_and_tta_options(trained, tmp_path, tiny_data, monkeypatch):
 
 
 def test_predictor_gives_probabilities(trained, tiny_data):
-    predictor = train.load_predictor(trained[0])
+    predictor = inference.load_predictor(trained[0])
     probs = predictor(tiny_data.split("val").images[:5], tta=True)
     assert probs.shape == (5, 7) and predictor.class_names == EMOTIONS
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

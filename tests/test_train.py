@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import smoke
-from fer_jax import checkpoint, parallel, train
+from fer_jax import checkpoint, inference, parallel, train
+from fer_jax import state as state_lib
 from fer_jax.classes import SEVEN
 from fer_jax.data import augment
 from fer_jax.errors import FerCheckpointError
@@ -38,7 +39,7 @@ def tiny_config(**overrides):
 def _run_steps(mode, devices, config, images, labels, batches):
     placement = parallel.make_placement(mode, devices)
     bn_axis = parallel.AXIS if mode == "pmap" else None
-    state = train.create_train_state(config, 0, 10, bn_axis_name=bn_axis)
+    state = state_lib.create_train_state(config, 0, 10, bn_axis_name=bn_axis)
     step = parallel.compile_step(
         train.make_train_step(num_classes=7, augment_config=augment.NO_AUGMENT), placement,
         num_consts=2)
@@ -201,8 +202,8 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
     for key in ("step", "val_accuracy", "val_loss", "val_macro_f1", "best_step"):
         assert resumed[key] == expected[key], key
     assert _epoch_records(killed) == _epoch_records(full)
-    _, resumed_vars, _ = train.load_trained(killed, best=False)
-    _, expected_vars, _ = train.load_trained(full, best=False)
+    _, resumed_vars, _ = inference.load_trained(killed, best=False)
+    _, expected_vars, _ = inference.load_trained(full, best=False)
     for got, want in zip(jax.tree_util.tree_leaves(resumed_vars),
                          jax.tree_util.tree_leaves(expected_vars)):
         np.testing.assert_array_equal(got, want)
@@ -212,10 +213,10 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
 def test_init_from_copies_the_backbone_and_keeps_a_fresh_head(tiny_data, tmp_path, capsys):
     source = tmp_path / "source"
     train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)
-    _, trained, _ = train.load_trained(source, best=False)
+    _, trained, _ = inference.load_trained(source, best=False)
 
     tier1 = tiny_config(num_epochs=1, grouping="tier1_seven", init_from=str(source))
-    fresh_state = train.create_train_state(tier1, tier1.seed, 10)
+    fresh_state = state_lib.create_train_state(tier1, tier1.seed, 10)
     state, fresh = train.initialize_from(fresh_state, tier1, source)
     head = [p for p in fresh if p.startswith("params/")]
     assert len(head) == 2 and all("Dense" in p for p in head), fresh  # head kernel + bias
@@ -251,7 +252,7 @@ def test_init_from_refuses_another_architecture_or_no_checkpoint(tiny_data, tmp_
     train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)
     wider = tiny_config()
     wider.model_kwargs = {"width": 8, "stages": ((1, 1), (2, 1)), "head": (16,)}
-    state = train.create_train_state(wider, 0, 10)
+    state = state_lib.create_train_state(wider, 0, 10)
     with pytest.raises(FerCheckpointError, match="source: init_from checkpoint has model_kwargs"):
         train.initialize_from(state, wider, source)
     with pytest.raises(FerCheckpointError, match="missing.*no checkpoint found"):

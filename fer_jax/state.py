@@ -1,0 +1,93 @@
+"""A classifier's model, optimizer and training state, built from its config."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from fer_jax import classes, models
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainState(train_state.TrainState):
+    """Flax TrainState plus BatchNorm statistics."""
+
+    batch_stats: Any
+
+
+# ----------------------------------------------------------------------------- model, optimizer
+def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None):
+    """The classifier named ``config.model`` for ``config.grouping``'s classes."""
+    kwargs = dict(config.get("model_kwargs", {}))
+    return models.create_model(config.model, classes.grouping(config.grouping).num_classes,
+                               dtype=DTYPES[config.get("dtype", "float32")],
+                               bn_axis_name=bn_axis_name, **kwargs)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """``config.schedule``: "cosine" (linear warmup, cosine decay to 0), "constant" or
+    "plateau" (constant; :func:`make_optimizer` adds reduce-on-plateau scaling)."""
+    base = config.learning_rate
+    if config.schedule == "cosine":
+        warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
+        total = max(config.num_epochs * steps_per_epoch, warmup + 1)
+        return optax.warmup_cosine_decay_schedule(0.0, base, warmup, total)
+    if config.schedule in ("constant", "plateau"):
+        return optax.constant_schedule(base)
+    raise ValueError(f"unknown schedule {config.schedule!r}; expected cosine, constant or plateau")
+
+
+def _decay_mask(params):
+    """Weight decay on kernels only (not biases or BatchNorm scales)."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """optax optimizer from ``config``: ``optimizer`` sgd (``momentum``, ``nesterov``) / adam /
+    adamw, ``weight_decay`` (coupled L2 for sgd/adam, decoupled for adamw; kernels only),
+    ``grad_clip_norm`` (global norm, 0 = off) and the schedule (see
+    :func:`learning_rate_schedule`). "plateau" multiplies updates by ``plateau_factor`` when the
+    epoch-mean training loss has not improved for ``plateau_patience`` epochs."""
+    schedule = learning_rate_schedule(config, steps_per_epoch)
+    decay = config.get("weight_decay", 0.0)
+    parts = []
+    if config.get("grad_clip_norm", 0.0):
+        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    if decay and config.optimizer in ("sgd", "adam"):
+        parts.append(optax.add_decayed_weights(decay, mask=_decay_mask))
+    if config.optimizer == "sgd":
+        parts.append(optax.sgd(schedule, momentum=config.get("momentum", 0.9),
+                               nesterov=config.get("nesterov", True)))
+    elif config.optimizer == "adam":
+        parts.append(optax.adam(schedule))
+    elif config.optimizer == "adamw":
+        parts.append(optax.adamw(schedule, weight_decay=decay, mask=_decay_mask))
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; expected sgd, adam or adamw")
+    if config.schedule == "plateau":
+        parts.append(optax.contrib.reduce_on_plateau(
+            factor=config.get("plateau_factor", 0.5), patience=config.get("plateau_patience", 3),
+            accumulation_size=steps_per_epoch))
+    return optax.chain(*parts)
+
+
+def create_train_state(config: ml_collections.ConfigDict, seed: int, steps_per_epoch: int,
+                       *, bn_axis_name: str | None = None) -> TrainState:
+    """Fresh parameters (drawn from ``seed``), batch statistics and optimizer state.
+
+    Initialisation uses the "rbg" PRNG: XLA:CPU compiles a model's init ~5x faster than with
+    threefry (3.5 s vs 18 s for VGG13 on this machine)."""
+    model = build_model(config, bn_axis_name=None)
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        {"params": jax.random.key(seed, impl="rbg")}, jnp.zeros((1, 48, 48, 1), jnp.float32))
+    train_model = build_model(config, bn_axis_name=bn_axis_name)
+    return TrainState.create(apply_fn=train_model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"],
+                             tx=make_optimizer(config, steps_per_epoch))
