@@ -1,0 +1,90 @@
+"""Is this output still valid for this config? One fingerprint per run, stage or cell.
+
+Whatever produces outputs from a config section (a classifier run, a GAN run, a pipeline
+stage, an ablation cell) stores :func:`fingerprint` of the resolved section it depends on
+(data source included) in ``<directory>/run_config.json`` and calls :func:`check` on entry:
+a first run records it, a rerun with the same section passes, and a changed section is refused
+with the changed keys named (or, where the caller says so, reported for recomputation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any
+
+from fer_jax.errors import FerError
+
+FILE_NAME = "run_config.json"
+
+
+def to_json(section: Any) -> Any:
+    """A config section (``ConfigDict``, dict, list, scalars) as plain, resolved JSON values."""
+    if hasattr(section, "to_json_best_effort"):
+        return json.loads(section.to_json_best_effort())
+    return json.loads(json.dumps(section, default=str))
+
+
+def config_hash(section: Any) -> str:
+    """SHA-256 (hex, first 16 digits) of the canonical JSON of ``section``."""
+    text = json.dumps(to_json(section), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON trees differ (e.g. ``["flat.num_epochs"]``)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [key for k in sorted(set(saved) | set(current))
+                for key in changed_keys(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [prefix.rstrip(".") or "(everything)"]
+
+
+def write_json(path: pathlib.Path, value: Any) -> None:
+    """Writes JSON atomically (temporary file + rename): a killed run never leaves half a file."""
+    path = pathlib.Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(value, indent=1, default=_to_builtin) + "\n")
+    os.replace(temporary, path)
+
+
+def _to_builtin(value):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def recorded(directory: str | os.PathLike) -> dict | None:
+    """``{"hash", "config"}`` recorded in ``directory``, or None."""
+    path = pathlib.Path(directory) / FILE_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def record(directory: str | os.PathLike, section: Any) -> None:
+    """Records ``section``'s fingerprint in ``directory`` (created if needed)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / FILE_NAME, {"hash": config_hash(section), "config": to_json(section)})
+
+
+def differences(directory: str | os.PathLike, section: Any) -> list[str]:
+    """Changed keys between the section recorded in ``directory`` and ``section`` (empty when
+    nothing is recorded or nothing changed)."""
+    saved = recorded(directory)
+    if saved is None or saved["hash"] == config_hash(section):
+        return []
+    return changed_keys(saved["config"], to_json(section)) or ["(hash)"]
+
+
+def check(directory: str | os.PathLike, section: Any, *, what: str = "run",
+          remedy: str = "use another --workdir or the original config") -> None:
+    """Records ``section`` in ``directory`` on a first run; refuses (FerError naming the
+    changed keys) when ``directory`` holds outputs of a different section."""
+    changed = differences(directory, section)
+    if changed:
+        more = f" (+{len(changed) - 6} more)" if len(changed) > 6 else ""
+        raise FerError(f"{directory}: this {what} was made with another config (changed: "
+                       f"{', '.join(changed[:6])}{more}); {remedy}")
+    if recorded(directory) is None:
+        record(directory, section)

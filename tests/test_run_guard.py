@@ -1,0 +1,36 @@
+"""fer_jax.run_guard: fingerprints record, pass unchanged, refuse changed sections by key."""
+
+import ml_collections
+import pytest
+
+from fer_jax import run_guard
+from fer_jax.errors import FerError
+
+
+def section(**overrides):
+    config = ml_collections.ConfigDict({"lr": 0.1, "data": {"source": None, "split_seed": 0}})
+    config.update(overrides)
+    return config
+
+
+def test_hash_is_stable_across_key_order_and_types():
+    assert run_guard.config_hash({"a": 1, "b": [1, 2]}) == run_guard.config_hash({"b": (1, 2),
+                                                                                  "a": 1})
+    assert run_guard.config_hash(section()) != run_guard.config_hash(section(lr=0.2))
+
+
+def test_changed_keys_are_dotted_paths():
+    assert run_guard.changed_keys({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0}) == [
+        "a.c", "d"]
+    assert run_guard.changed_keys(1, 1) == []
+
+
+def test_check_records_then_passes_then_refuses_naming_the_key(tmp_path):
+    run_guard.check(tmp_path, section())
+    assert run_guard.recorded(tmp_path)["config"]["lr"] == 0.1
+    run_guard.check(tmp_path, section())
+    changed = section()
+    changed.data.source = "other.zip"
+    assert run_guard.differences(tmp_path, changed) == ["data.source"]
+    with pytest.raises(FerError, match=r"changed: data\.source\)"):
+        run_guard.check(tmp_path, changed)
