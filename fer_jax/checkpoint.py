@@ -14,15 +14,28 @@ atomic (orbax writes to a temporary directory and renames it when complete), so 
 during a save leaves the previous checkpoints intact; call :meth:`Checkpointer.close` (or use
 it as a context manager) before exiting so asynchronous saves finish.
 
-Anything wrong with a checkpoint — unreadable files, a state tree or array shapes that do
-not match the model being restored — raises :class:`~fer_jax.errors.FerCheckpointError`
-naming the checkpoint directory.
+A damaged step (metadata JSON that does not parse, array data that cannot be read) is set
+aside as ``<step>.damaged-<what>`` (outside orbax's step naming, never deleted) and the newest
+intact step is used instead, with one line on stderr saying which step was skipped and why
+(the lines are also kept in :attr:`Checkpointer.skipped`). Metadata is checked when the
+directory is opened, and so is the latest step's array data, so :meth:`~Checkpointer.steps`,
+:meth:`~Checkpointer.latest_step` and :meth:`~Checkpointer.read_json` agree with what
+:meth:`~Checkpointer.restore` restores; the array data of other steps (the best one) is checked
+when restoring them. When no step is intact nothing is moved and
+:class:`~fer_jax.errors.FerCheckpointError` says what to do.
+
+Anything else wrong with a checkpoint — a state tree or array shapes that do not match the
+model being restored — raises :class:`~fer_jax.errors.FerCheckpointError` naming the
+checkpoint directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pathlib
+import sys
 from typing import Any, Self
 
 import jax
@@ -35,6 +48,10 @@ from fer_jax.errors import FerCheckpointError
 
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED = "damaged"
+# The JSON files of a step (globs relative to its folder); the first two must exist.
+METADATA_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA", "state/_sharding",
+                  "state/array_metadatas/*", "meta/metadata", "config/metadata", "metrics/metrics")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +72,14 @@ def _abstract(tree: PyTree) -> PyTree:
         x = x if hasattr(x, "shape") else np.asarray(x)
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
     return jax.tree_util.tree_map(leaf, tree)
+
+
+class _Damaged(Exception):
+    """A step whose files cannot be read; ``what`` names the kind (``metadata``/``arrays``)."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__(reason)
+        self.what = what
 
 
 def _flat_shapes(tree: PyTree) -> dict[str, tuple]:
@@ -84,6 +109,8 @@ class Checkpointer:
         self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
         self.best_metric = best_metric
         self.best_mode = best_mode
+        self.skipped: list[str] = []
+        self._set_aside_damaged_metadata()
         policies = [checkpoint_managers.LatestN(n=max_to_keep)]
         if best_metric is not None:
             policies.append(checkpoint_managers.BestN(get_metric_fn=self._score, n=1,
@@ -103,6 +130,7 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types on a bad directory
             raise FerCheckpointError(f"{self.directory}: cannot open checkpoint directory: "
                                      f"{type(e).__name__}: {e}") from e
+        self._set_aside_damaged_latest()
 
     def _score(self, metrics: dict) -> float:
         value = float(metrics.get(self.best_metric, np.nan))
@@ -120,9 +148,13 @@ class Checkpointer:
 
     def best_step(self) -> int | None:
         """The step with the best ``best_metric`` among kept checkpoints (None if none has it)."""
+        return next(iter(self._ranked()), None)
+
+    def _ranked(self) -> list[int]:
+        """Steps with ``best_metric``, best first (ties: the later step first)."""
         scored = [(self._score(m), step) for step in self.steps()
                   if (m := self._manager.metrics(step)) and self.best_metric in m]
-        return max(scored)[1] if scored else None
+        return [step for _, step in sorted(scored, reverse=True)]
 
     # ----------------------------------------------------------------------------- save
     def save(self, step: int, state: PyTree, *, meta: dict | None = None,
@@ -147,24 +179,41 @@ class Checkpointer:
         """Restores into the structure, shapes and placement of ``target``.
 
         Restores ``step`` if given, else the best step when ``best``, else the latest step.
-        Raises FerCheckpointError when there is no such checkpoint or it does not fit
-        ``target``.
+        When that step is damaged it is set aside and the next one is restored: the next best
+        when ``best``, else the next older. Raises FerCheckpointError when there is no such
+        checkpoint, none of them is intact, or it does not fit ``target``.
         """
-        step = self._pick_step(step, best)
-        path = self.directory / str(step)
         target_dict = serialization.to_state_dict(target)
-        self._check_compatible(step, target_dict, path)
+        damaged = {}
+        for candidate in self._candidates(step, best):
+            try:
+                restored = self._restore_step(candidate, target_dict)
+            except _Damaged as error:
+                damaged[candidate] = error
+                continue
+            self._set_aside(damaged, [candidate])
+            return Restored(step=candidate,
+                            state=serialization.from_state_dict(target, restored["state"]),
+                            meta=dict(restored["meta"] or {}),
+                            config=dict(restored["config"] or {}),
+                            metrics=self._manager.metrics(candidate))
+        raise self._none_intact(damaged)
+
+    def _candidates(self, step: int | None, best: bool) -> list[int]:
+        """The steps to try in order: the one asked for, then its fallbacks."""
+        first = self._pick_step(step, best)
+        if step is None and best:
+            return self._ranked()
+        return [s for s in reversed(self.steps()) if s <= first]
+
+    def _restore_step(self, step: int, target_dict: PyTree) -> dict:
+        self._check_compatible(step, target_dict, self.directory / str(step))
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(
+            return self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(target_dict)),
                 meta=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
-            state = serialization.from_state_dict(target, restored["state"])
         except Exception as e:  # orbax/tensorstore errors are many and deep
-            raise FerCheckpointError(f"{path}: checkpoint is unreadable or incompatible: "
-                                     f"{type(e).__name__}: {_first_line(e)}") from e
-        return Restored(step=step, state=state, meta=dict(restored["meta"] or {}),
-                        config=dict(restored["config"] or {}),
-                        metrics=self._manager.metrics(step))
+            raise _Damaged("arrays", f"unreadable: {type(e).__name__}: {_first_line(e)}") from e
 
     def read_json(self, step: int | None = None, *, best: bool = False) -> tuple[dict, dict]:
         """``(meta, config)`` of a checkpoint without touching its arrays."""
@@ -189,16 +238,20 @@ class Checkpointer:
                                      f"have {self.steps()}")
         return step
 
-    def _check_compatible(self, step: int, target_dict: PyTree, path: pathlib.Path) -> None:
-        """Compares the saved tree's leaf paths and shapes with the target's."""
+    def _saved_tree(self, step: int) -> PyTree:
+        """The saved state's tree of array metadata (shape, dtype); _Damaged when unreadable."""
         try:
             saved = self._manager.item_metadata(step)["state"]
         except Exception as e:
-            raise FerCheckpointError(f"{path}: cannot read checkpoint metadata: "
-                                     f"{type(e).__name__}: {_first_line(e)}") from e
+            raise _Damaged("arrays", f"unreadable array metadata: {type(e).__name__}: "
+                                     f"{_first_line(e)}") from e
         if saved is None:
-            raise FerCheckpointError(f"{path}: checkpoint has no readable 'state' item")
-        saved_shapes = _flat_shapes(saved)
+            raise _Damaged("arrays", "no readable 'state' item")
+        return saved
+
+    def _check_compatible(self, step: int, target_dict: PyTree, path: pathlib.Path) -> None:
+        """Compares the saved tree's leaf paths and shapes with the target's."""
+        saved_shapes = _flat_shapes(self._saved_tree(step))
         target_shapes = _flat_shapes(target_dict)
         missing = sorted(set(target_shapes) - set(saved_shapes))
         extra = sorted(set(saved_shapes) - set(target_shapes))
@@ -211,6 +264,72 @@ class Checkpointer:
         if wrong:
             raise FerCheckpointError(f"{path}: checkpoint shapes do not match the model being "
                                      f"restored: {_preview(wrong)}")
+
+    # ----------------------------------------------------------------------------- damage
+    def _set_aside_damaged_metadata(self) -> None:
+        """Sets aside the steps whose metadata does not parse (before orbax reads it)."""
+        folders = _step_folders(self.directory)
+        damaged = {}
+        for step, folder in folders.items():
+            try:
+                _check_metadata(folder)
+            except _Damaged as error:
+                damaged[step] = error
+        self._set_aside(damaged, [step for step in folders if step not in damaged])
+
+    def _set_aside_damaged_latest(self) -> None:
+        """Sets aside the newest steps whose arrays do not read back, down to an intact one."""
+        damaged = {}
+        for step in reversed(self.steps()):
+            try:
+                self._read_arrays(step)
+                break
+            except _Damaged as error:
+                damaged[step] = error
+        self._set_aside(damaged, [step for step in self.steps() if step not in damaged])
+
+    def _read_arrays(self, step: int) -> None:
+        """Reads the step's arrays into host memory (as saved, whatever the model); _Damaged
+        when they do not read back."""
+        template = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype),
+                                          self._saved_tree(step))
+        try:
+            self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template)))
+        except Exception as e:  # orbax/tensorstore errors are many and deep
+            raise _Damaged("arrays", f"unreadable: {type(e).__name__}: {_first_line(e)}") from e
+
+    def _set_aside(self, damaged: dict[int, _Damaged], intact: list[int]) -> None:
+        """Renames each damaged step folder to ``<step>.damaged-<what>`` and says so, or
+        raises when no step is ``intact``."""
+        if not damaged:
+            return
+        if not intact:
+            raise self._none_intact(damaged)
+        for step, error in damaged.items():
+            folder = self.directory / str(step)
+            aside = _free_name(folder.with_name(f"{step}.{DAMAGED}-{error.what}"))
+            try:
+                os.rename(folder, aside)
+            except FileNotFoundError:  # another process set it aside first
+                pass
+            except OSError as e:
+                raise FerCheckpointError(f"{folder}: checkpoint is damaged ({error}) and cannot "
+                                         f"be set aside ({e.strerror}); move it away by hand"
+                                         ) from None
+            line = (f"warning: skipped damaged checkpoint step {step} ({error}); kept aside as "
+                    f"{aside}; using step {max(intact)}")
+            print(line, file=sys.stderr, flush=True)
+            self.skipped.append(line)
+        if hasattr(self, "_manager"):
+            self._manager.reload()
+
+    def _none_intact(self, damaged: dict[int, _Damaged]) -> FerCheckpointError:
+        reasons = "; ".join(f"{self.directory / str(step)}: {error}"
+                            for step, error in sorted(damaged.items(), reverse=True))
+        return FerCheckpointError(
+            f"no intact checkpoint: {reasons}. Nothing was moved: restore these folders from "
+            f"a backup, or delete {self.directory} (or use another workdir) to start over")
 
     # ----------------------------------------------------------------------------- lifecycle
     def wait(self) -> None:
@@ -236,8 +355,40 @@ def has_checkpoint(workdir: str | pathlib.Path) -> bool:
                                       for p in directory.iterdir())
 
 
+def _step_folders(directory: pathlib.Path) -> dict[int, pathlib.Path]:
+    """``{step: folder}`` of the finished step folders in ``directory``."""
+    if not directory.is_dir():
+        return {}
+    return {int(p.name): p for p in directory.iterdir() if p.name.isdigit() and p.is_dir()}
+
+
+def _check_metadata(folder: pathlib.Path) -> None:
+    """Raises _Damaged unless every :data:`METADATA_FILES` file of the step parses as JSON."""
+    for required in METADATA_FILES[:2]:
+        if not (folder / required).is_file():
+            raise _Damaged("metadata", f"{required} is missing")
+    for pattern in METADATA_FILES:
+        for file in folder.glob(pattern):
+            try:
+                json.loads(file.read_bytes())
+            except (OSError, ValueError) as e:
+                raise _Damaged("metadata", f"{file.relative_to(folder)} is unreadable: "
+                                           f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+def _free_name(path: pathlib.Path) -> pathlib.Path:
+    """``path``, or ``path-2``, ``path-3`` ... whichever does not exist yet."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
 def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:300]
+    """The first line of ``error``'s message, without TensorStore's spec dump."""
+    line = (str(error).strip().splitlines() or [""])[0]
+    return line.split(" See full TensorStore details")[0][:300]
 
 
 def _preview(items: list[str], limit: int = 4) -> str:
