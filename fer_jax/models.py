@@ -25,9 +25,32 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from fer_jax import parallel
+
 Dtype = Any
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same name, so the same parameter paths and keys) whose mask does not
+    depend on how the batch is split over devices: each example's mask is its row of the
+    global batch's mask (:func:`fer_jax.parallel.this_device_rows` over ``axis_name``)."""
+
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        if deterministic or self.rate == 0.0:
+            return inputs
+        keep_prob = 1.0 - self.rate
+        key = self.make_rng(self.rng_collection) if rng is None else rng
+        keep = parallel.this_device_rows(
+            lambda n: jax.random.bernoulli(key, keep_prob, (n,) + inputs.shape[1:]),
+            inputs.shape[0], self.axis_name)
+        return jnp.where(keep, inputs / keep_prob, jnp.zeros_like(inputs))
 
 
 class ConvBN(nn.Module):
@@ -63,7 +86,8 @@ class DenseBN(nn.Module):
         x = nn.Dense(self.features, use_bias=False, dtype=self.dtype)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, axis_name=self.bn_axis_name)(x)
-        return nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
+        dropout = Dropout(self.dropout, deterministic=not train, axis_name=self.bn_axis_name)
+        return dropout(nn.relu(x))
 
 
 def _classifier_output(x, num_classes: int):
@@ -89,7 +113,7 @@ class SeedCNN(nn.Module):
             for f in features:
                 x = conv(f)(x, train)
             x = nn.max_pool(x, (2, 2), (2, 2))
-            x = nn.Dropout(0.25, deterministic=not train)(x)
+            x = Dropout(0.25, deterministic=not train, axis_name=self.bn_axis_name)(x)
         x = x.reshape((x.shape[0], -1))
         x = DenseBN(8 * w, 0.5, self.dtype, self.bn_axis_name)(x, train)
         return _classifier_output(x, self.num_classes)
@@ -119,7 +143,8 @@ class VGG(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for features in self.head:
             x = nn.Dense(features, dtype=self.dtype)(x)
-            x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
+            x = Dropout(self.dropout, deterministic=not train,
+                        axis_name=self.bn_axis_name)(nn.relu(x))
         return _classifier_output(x, self.num_classes)
 
 

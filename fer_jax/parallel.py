@@ -4,17 +4,19 @@ Write a step once, as a pure function
 
     step(state, batch, rng, *consts) -> (state, metrics)
 
-that averages gradients, batch statistics and metrics with :func:`reduce_mean` over
-``axis_name`` (default :data:`AXIS`). :func:`compile_step` then runs it
+built for an ``axis_name`` (:attr:`Placement.step_axis`) that averages gradients, batch
+statistics and metrics with :func:`reduce_mean` and draws per-example randomness with
+:func:`example_keys`. :func:`compile_step` then runs it
 
 * ``mode="jit"``: on one device, or on all devices data-parallel through a
   :class:`jax.sharding.Mesh`: ``state`` and ``consts`` replicated, every leaf of ``batch``
   sharded along its first (batch) axis. XLA partitions the program; a mean over the batch is
-  already the global mean, so :func:`reduce_mean` is a no-op here.
+  already the global mean (``step_axis`` is None: :func:`reduce_mean` is the identity).
 * ``mode="pmap"``: ``jax.pmap`` over the local devices: ``state`` and ``consts`` carry a leading
   device axis (see :meth:`Placement.replicate`), ``batch`` is split per device and
-  :func:`reduce_mean` is a ``pmean`` across devices. Each device gets its own ``rng``
-  (``fold_in(rng, device_index)``) so dropout/augmentation masks differ between devices.
+  :func:`reduce_mean` is a ``pmean`` across devices. Every device gets the same ``rng``;
+  :func:`example_keys` gives each example the key of its global position, so a step computes
+  the same update under ``jit`` and ``pmap`` with augmentation and dropout on.
 
 In both modes ``rng`` is passed once (not replicated) and the returned ``metrics`` are
 single-copy arrays, so a training loop is written identically for both modes::
@@ -34,6 +36,7 @@ every process).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -50,23 +53,31 @@ PyTree = Any
 StepFn = Callable[..., tuple[PyTree, PyTree]]
 
 
-def reduce_mean(x: PyTree, axis_name: str = AXIS) -> PyTree:
-    """``lax.pmean(x, axis_name)`` inside ``pmap``; the identity where ``axis_name`` is unbound
-    (``jit`` mode: the batch is global, its mean is already the mean over all devices)."""
-    try:
-        return jax.lax.pmean(x, axis_name)
-    except NameError:  # Raised at trace time when no enclosing pmap binds `axis_name`.
-        return x
+def reduce_mean(x: PyTree, axis_name: str | None) -> PyTree:
+    """The mean of ``x`` over the devices of ``axis_name`` (``lax.pmean``: under ``pmap``, pass
+    :attr:`Placement.step_axis`); the identity for ``axis_name=None`` (``jit``: the batch is
+    global, its mean is already the mean over all devices). An axis that no enclosing ``pmap``
+    binds raises at trace time: a wrong name never skips the all-reduce silently."""
+    return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
-def axis_bound(axis_name: str = AXIS) -> bool:
-    """True while tracing under a ``pmap`` that binds ``axis_name`` (e.g. to pick a synced
-    BatchNorm); False under plain ``jit``."""
-    try:
-        jax.lax.axis_index(axis_name)
-    except NameError:
-        return False
-    return True
+def this_device_rows(make_global: Callable[[int], jax.Array], local_batch: int,
+                     axis_name: str | None) -> jax.Array:
+    """The rows of this device's part of a global-batch array: ``make_global(global_batch)``
+    sliced at this device's offset under ``pmap`` (``axis_name``), the whole array under
+    ``jit``. So per-example randomness drawn this way is the same however the batch is split."""
+    if axis_name is None:
+        return make_global(local_batch)
+    devices = jax.lax.psum(1, axis_name)
+    rows = make_global(local_batch * devices)
+    return jax.lax.dynamic_slice_in_dim(rows, jax.lax.axis_index(axis_name) * local_batch,
+                                        local_batch)
+
+
+def example_keys(key: jax.Array, local_batch: int, axis_name: str | None) -> jax.Array:
+    """One PRNG key per example of this device's part of the batch: row ``i`` of
+    ``split(key, global batch)`` for global example ``i``, under ``jit`` and ``pmap`` alike."""
+    return this_device_rows(lambda n: jax.random.split(key, n), local_batch, axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +94,11 @@ class Placement:
     mode: str
     devices: tuple
     axis_name: str = AXIS
+
+    @property
+    def step_axis(self) -> str | None:
+        """The axis a step reduces over: the pmap axis, or None under ``jit`` (global batch)."""
+        return self.axis_name if self.mode == "pmap" else None
 
     @property
     def num_devices(self) -> int:
@@ -153,13 +169,14 @@ def make_placement(mode: str = "jit", devices=None, axis_name: str = AXIS) -> Pl
     return Placement(mode, tuple(devices), axis_name)
 
 
+@functools.lru_cache(maxsize=16)
 def compile_step(step_fn: StepFn, placement: Placement, *, num_consts: int = 0,
                  donate_state: bool = True) -> Callable[..., tuple[PyTree, PyTree]]:
     """Compiles ``step_fn(state, batch, rng, *consts) -> (state, metrics)`` for ``placement``.
 
     Args:
-      step_fn: pure step; cross-device means go through :func:`reduce_mean` over
-        ``placement.axis_name``.
+      step_fn: pure step built for ``placement.step_axis`` (see the module docstring).
+        Compilations are cached: equal ``(step_fn, placement)`` compile once per process.
       placement: from :func:`make_placement`.
       num_consts: how many read-only arguments follow ``rng`` (e.g. a device-resident
         training set); pass them in :meth:`Placement.replicate` form.
@@ -179,13 +196,7 @@ def compile_step(step_fn: StepFn, placement: Placement, *, num_consts: int = 0,
                        + (replicated,) * num_consts,
                        out_shardings=(replicated, replicated))
 
-    axis = placement.axis_name
-
-    def per_device(state, batch, rng, *consts):
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis))
-        return step_fn(state, batch, rng, *consts)
-
-    mapped = jax.pmap(per_device, axis_name=axis, devices=placement.devices,
+    mapped = jax.pmap(step_fn, axis_name=placement.axis_name, devices=placement.devices,
                       in_axes=(0, 0, None) + (0,) * num_consts, donate_argnums=donate)
 
     def step(state, batch, rng, *consts):

@@ -1,12 +1,16 @@
-"""Run bookkeeping shared by every training loop: the metrics log and the stop signal."""
+"""Run bookkeeping shared by every training loop: metrics log, stop signal, progress."""
 
 from __future__ import annotations
 
 import json
 import pathlib
 import signal
+import sys
+import time
+from typing import Self
 
 import jax
+import tqdm
 
 
 class RunLog:
@@ -19,16 +23,11 @@ class RunLog:
         if not self.active:
             return
         # Records written after the checkpoint we resume from are replayed: drop them.
-        kept = [line for line in self._lines() if json.loads(line)["step"] <= resume_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [record for record in read_history(workdir) if record["step"] <= resume_step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
         from tensorboardX import SummaryWriter
 
         self.writer = SummaryWriter(str(workdir / "tensorboard"))
-
-    def _lines(self) -> list[str]:
-        if not self.path.exists():
-            return []
-        return [line for line in self.path.read_text().splitlines() if line.strip()]
 
     def write(self, record: dict) -> None:
         if not self.active:
@@ -40,12 +39,23 @@ class RunLog:
                 self.writer.add_scalar(key, value, record["step"])
         self.writer.flush()
 
-    def history(self) -> list[dict]:
-        return [json.loads(line) for line in self._lines()]
-
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_history(workdir: str | pathlib.Path) -> list[dict]:
+    """The records of ``<workdir>/metrics.jsonl`` (empty when there is none)."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class StopSignal:
@@ -68,3 +78,64 @@ class StopSignal:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class PlainProgress:
+    """A progress report for logs (stderr not a terminal): one plain line at most every
+    ``interval`` seconds (and at the end) instead of tqdm's carriage-return redraws; None:
+    silent."""
+
+    def __init__(self, total: int, initial: int, desc: str, interval: float | None = 30.0):
+        self.total, self.n, self.desc, self.interval = total, initial, desc, interval
+        self.postfix: dict = {}
+        self._last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.interval is None:
+            return
+        if time.monotonic() - self._last >= self.interval or self.n == self.total:
+            self._last = time.monotonic()
+            fields = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {self.n}/{self.total} {fields}".rstrip(), file=sys.stderr,
+                  flush=True)
+
+    def set_postfix(self, values: dict) -> None:
+        self.postfix = dict(values)
+
+    def reset(self, n: int) -> None:
+        self.n = n
+
+    def write(self, line: str) -> None:
+        print(line, flush=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class TqdmProgress(tqdm.tqdm):
+    """tqdm with the few methods the loops use (``reset(n)`` keeps the total)."""
+
+    def reset(self, n: int) -> None:
+        super().reset(self.total)
+        self.update(n)
+
+    def set_postfix(self, values: dict) -> None:
+        super().set_postfix(values, refresh=False)
+
+    def write(self, line: str) -> None:
+        tqdm.tqdm.write(line)
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
+    """A tqdm bar on a terminal, plain periodic lines otherwise (e.g. stderr in a file), or
+    a silent counter when not ``enabled``."""
+    if not enabled:
+        return PlainProgress(total, initial, desc, interval=None)
+    if sys.stderr.isatty():
+        return TqdmProgress(total=total, initial=initial, desc=desc, unit="step",
+                            dynamic_ncols=True)
+    return PlainProgress(total, initial, desc)

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -49,12 +50,19 @@ def _decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
+def _learning_rate_scale(learning_rate_scale: float) -> optax.GradientTransformation:
+    """Updates times ``learning_rate_scale``: 1, until a divergence rollback lowers it
+    (:func:`fer_jax.loop.scale_learning_rates`)."""
+    return optax.scale(learning_rate_scale)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """optax optimizer from ``config``: ``optimizer`` sgd (``momentum``, ``nesterov``) / adam /
     adamw, ``weight_decay`` (coupled L2 for sgd/adam, decoupled for adamw; kernels only),
     ``grad_clip_norm`` (global norm, 0 = off) and the schedule (see
     :func:`learning_rate_schedule`). "plateau" multiplies updates by ``plateau_factor`` when the
-    epoch-mean training loss has not improved for ``plateau_patience`` epochs."""
+    epoch-mean training loss has not improved for ``plateau_patience`` epochs. A last,
+    injected ``learning_rate_scale`` (1) is what a divergence rollback lowers."""
     schedule = learning_rate_schedule(config, steps_per_epoch)
     decay = config.get("weight_decay", 0.0)
     parts = []
@@ -75,6 +83,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
         parts.append(optax.contrib.reduce_on_plateau(
             factor=config.get("plateau_factor", 0.5), patience=config.get("plateau_patience", 3),
             accumulation_size=steps_per_epoch))
+    parts.append(optax.inject_hyperparams(_learning_rate_scale)(learning_rate_scale=1.0))
     return optax.chain(*parts)
 
 
@@ -91,3 +100,11 @@ def create_train_state(config: ml_collections.ConfigDict, seed: int, steps_per_e
     return TrainState.create(apply_fn=train_model.apply, params=variables["params"],
                              batch_stats=variables["batch_stats"],
                              tx=make_optimizer(config, steps_per_epoch))
+
+
+def state_template(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   *, bn_axis_name: str | None = None) -> TrainState:
+    """Zeros shaped like :func:`create_train_state`'s state: a restore target, no compiling."""
+    shapes = jax.eval_shape(lambda: create_train_state(config, 0, steps_per_epoch,
+                                                       bn_axis_name=bn_axis_name))
+    return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)

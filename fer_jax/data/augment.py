@@ -1,6 +1,6 @@
 """Training-time augmentation in pure JAX, run inside the compiled train step.
 
-Every example gets its own key split from the step key, so an example's augmentation depends
+Every example comes with its own key, so an example's augmentation depends
 only on that key and its own pixels. The geometric ops (random crop from an image padded by
 ``max_shift``, horizontal flip, small rotation) are folded into one coordinate map and one
 sampling pass: integer gather when there is no rotation, bilinear otherwise. Photometric
@@ -103,14 +103,14 @@ def to_float(images):
     return images.astype(xp.float32) / xp.float32(255.0)
 
 
-def augment(key: jax.Array, images: jax.Array, config: AugmentConfig) -> jax.Array:
-    """Augments float32 images ``[B, 48, 48, 1]`` in [0, 1]; pure and jit-able
+def augment(keys: jax.Array, images: jax.Array, config: AugmentConfig) -> jax.Array:
+    """Augments float32 images ``[B, 48, 48, 1]`` in [0, 1], image ``i`` with ``keys[i]`` (one
+    PRNG key per example, e.g. :func:`fer_jax.parallel.example_keys`); pure and jit-able
     (``config`` must be static). Returns the same shape and dtype, clipped to [0, 1]."""
     if images.ndim != 4 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
         raise ValueError(f"augment expects images [B, 48, 48, 1], got {images.shape}")
     if not config.enabled:
         return images
-    keys = jax.random.split(key, images.shape[0])
     return jax.vmap(lambda k, image: _augment_one(k, image[..., 0], config)[..., None])(
         keys, images)
 
