@@ -1,0 +1,269 @@
+"""Statistics that say how far a result can be trusted (numpy only, pure functions).
+
+- bootstrap confidence intervals over images of accuracy and macro-F1;
+- per-class average precision (scikit-learn's step-wise sum) and one-vs-rest AUROC (ranks,
+  ties averaged) from probabilities;
+- a paired comparison of two models on the same images: paired bootstrap CIs of the accuracy,
+  macro-F1 and one class's AP differences, and McNemar's exact p-value;
+- mean ± t-interval half-width over seeds.
+
+Every bootstrap resample is a row of :func:`bootstrap_weights` (how often each image is
+drawn), so one matrix product scores all resamples at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from fer_jax.errors import FerError
+
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+NO_DIFFERENCE = "no measurable difference"
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def bootstrap_weights(n: int, *, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """float64 ``[resamples, n]``: how many times each of ``n`` images is drawn in each
+    bootstrap resample (``n`` draws with replacement; each row sums to ``n``)."""
+    if n < 1 or resamples < 1:
+        raise FerError(f"bootstrap needs images and resamples (got n={n}, "
+                       f"resamples={resamples})")
+    draws = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    rows = np.arange(resamples)[:, None] * n
+    return np.bincount((rows + draws).ravel(), minlength=resamples * n).reshape(
+        resamples, n).astype(np.float64)
+
+
+def percentile_interval(samples, confidence: float = CONFIDENCE) -> list[float]:
+    """``[lo, hi]``: the central ``confidence`` percentile interval of ``samples``."""
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(np.asarray(samples, np.float64), [tail, 1.0 - tail])
+    return [float(lo), float(hi)]
+
+
+def accuracy(labels, predictions, weights=None):
+    """Top-1 accuracy; with ``weights`` ``[..., N]`` (image multiplicities), one per row."""
+    correct = np.asarray(labels) == np.asarray(predictions)
+    if weights is None:
+        return float(correct.mean())
+    weights = np.asarray(weights, np.float64)
+    return weights @ correct / weights.sum(axis=-1)
+
+
+def macro_f1(labels, predictions, num_classes: int, weights=None):
+    """Unweighted mean over ``num_classes`` of per-class F1 = 2 TP / (support + predicted), 0
+    for a class neither present nor predicted (as :func:`fer_jax.metrics.classification_report`);
+    with ``weights`` ``[..., N]``, one per row."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    classes = np.arange(num_classes)
+    is_label = (labels[:, None] == classes).astype(np.float64)      # [N, C]
+    is_predicted = (predictions[:, None] == classes).astype(np.float64)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    true_positives = weights @ (is_label * is_predicted)
+    counted = weights @ (is_label + is_predicted)
+    f1 = np.divide(2 * true_positives, counted, out=np.zeros_like(counted), where=counted > 0)
+    mean = f1.mean(axis=-1)
+    return float(mean) if np.ndim(mean) == 0 else mean
+
+
+# ----------------------------------------------------------------------------- ranking
+def average_precision(positives, scores, weights=None):
+    """Average precision of ``scores`` for the boolean ``positives``: sum over score
+    thresholds (descending, ties one threshold) of (recall step) x precision, as scikit-learn's
+    ``average_precision_score``; NaN without positives. With ``weights`` ``[..., N]`` (image
+    multiplicities), one per row."""
+    positives = np.asarray(positives, bool)
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
+    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, np.float64)
+    weights = weights[..., order]
+    true_positives = np.cumsum(weights * positives[order], axis=-1)[..., last_of_tie]
+    retrieved = np.cumsum(weights, axis=-1)[..., last_of_tie]
+    total = true_positives[..., -1:]
+    precision = np.divide(true_positives, retrieved, out=np.zeros_like(retrieved),
+                          where=retrieved > 0)
+    recall_steps = np.diff(true_positives, axis=-1, prepend=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = (recall_steps * precision).sum(axis=-1) / total[..., 0]
+    return float(ap) if np.ndim(ap) == 0 else ap
+
+
+def average_ranks(values) -> np.ndarray:
+    """1-based ranks of ``values`` ascending, tied values sharing their mean rank."""
+    _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts + 1
+    return (first + (counts - 1) / 2.0)[inverse.reshape(-1)]
+
+
+def auroc(positives, scores) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (positives x negatives), ties counting
+    half); NaN when either class is absent."""
+    positives = np.asarray(positives, bool)
+    n_pos = int(positives.sum())
+    n_neg = positives.size - n_pos
+    if not (n_pos and n_neg):
+        return float("nan")
+    rank_sum = average_ranks(scores)[positives].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def per_class_ranking(labels, probs, class_names: Sequence[str]) -> dict:
+    """``{class: {"ap", "auroc"}}`` one-vs-rest from probabilities ``[N, C]`` (None where a
+    class has no images, or every image is of it)."""
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    out = {}
+    for index, name in enumerate(class_names):
+        positives = labels == index
+        values = (average_precision(positives, probs[:, index]),
+                  auroc(positives, probs[:, index]))
+        out[name] = {key: None if math.isnan(value) else value
+                     for key, value in zip(("ap", "auroc"), values)}
+    return out
+
+
+# ----------------------------------------------------------------------------- reports
+def bootstrap_ci(labels, probs, *, resamples: int = RESAMPLES, seed: int = 0,
+                 confidence: float = CONFIDENCE) -> dict:
+    """``{"accuracy": [lo, hi], "macro_f1": [lo, hi]}``: percentile bootstrap over images of
+    the top-1 predictions of ``probs`` ``[N, C]`` against encoded ``labels``."""
+    probs = np.asarray(probs)
+    predictions = probs.argmax(axis=1)
+    weights = bootstrap_weights(len(probs), resamples=resamples, seed=seed)
+    return {"accuracy": percentile_interval(accuracy(labels, predictions, weights), confidence),
+            "macro_f1": percentile_interval(
+                macro_f1(labels, predictions, probs.shape[1], weights), confidence)}
+
+
+def report_statistics(labels, probs, class_names: Sequence[str], *, seed: int = 0,
+                      resamples: int = RESAMPLES) -> dict:
+    """``{"ci": {"accuracy", "macro_f1"}, "per_class": {class: {"ap", "auroc"}}}`` of
+    probabilities ``probs`` ``[N, C]`` against encoded ``labels`` (see :func:`add_statistics`)."""
+    return {"ci": bootstrap_ci(labels, probs, resamples=resamples, seed=seed),
+            "per_class": per_class_ranking(labels, probs, class_names)}
+
+
+def add_statistics(report: dict, statistics: dict) -> dict:
+    """``report`` (:func:`fer_jax.metrics.classification_report`) with ``statistics``
+    (:func:`report_statistics`) merged in: ``"ci"`` at the top, ``"ap"`` and ``"auroc"`` beside
+    each class's precision and recall. Modifies and returns ``report``."""
+    report["ci"] = statistics["ci"]
+    for name, ranking in statistics["per_class"].items():
+        report["per_class"][name].update(ranking)
+    return report
+
+
+# ----------------------------------------------------------------------------- paired
+def mcnemar_p(correct_a, correct_b) -> float:
+    """Exact (binomial) two-sided McNemar p-value of paired right/wrong outcomes: the images
+    only one model gets right, tested against a fair coin; 1 when there are none."""
+    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    only_a = int((correct_a & ~correct_b).sum())
+    only_b = int((correct_b & ~correct_a).sum())
+    n = only_a + only_b
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def verdict(interval: Sequence[float], a: str = "A", b: str = "B") -> str:
+    """"A beats B" / "B beats A" when the CI of A - B excludes 0, else
+    :data:`NO_DIFFERENCE`."""
+    lo, hi = interval
+    if lo > 0:
+        return f"{a} beats {b}"
+    if hi < 0:
+        return f"{b} beats {a}"
+    return NO_DIFFERENCE
+
+
+def _difference(a, b, samples, confidence: float) -> dict:
+    interval = percentile_interval(samples, confidence)
+    return {"a": a, "b": b, "difference": a - b, "ci": interval, "verdict": verdict(interval)}
+
+
+def paired_comparison(labels, probs_a, probs_b, class_names: Sequence[str], *,
+                      focus_class: str | None = "disgust", resamples: int = RESAMPLES,
+                      seed: int = 0, confidence: float = CONFIDENCE) -> dict:
+    """Model A vs model B on the same images (probabilities ``[N, C]`` over ``class_names``,
+    encoded ``labels``), differences A - B with paired percentile bootstrap CIs (the same
+    resamples for both models):
+
+    ``{"n", "resamples", "seed", "confidence",
+    "accuracy": {"a", "b", "difference", "ci", "verdict", "mcnemar_p", "only_a", "only_b"},
+    "macro_f1": {...}, "ap": {..., "class"} or None}`` — ``"ap"`` is ``focus_class``'s average
+    precision, None when the class is not among ``class_names``.
+    """
+    labels = np.asarray(labels)
+    probs_a, probs_b = np.asarray(probs_a), np.asarray(probs_b)
+    if probs_a.shape != probs_b.shape or probs_a.shape != (len(labels), len(class_names)):
+        raise FerError(f"paired comparison needs both models' probabilities on the same images "
+                       f"and classes: got {probs_a.shape} and {probs_b.shape} for "
+                       f"{len(labels)} images of {len(class_names)} classes")
+    num_classes = len(class_names)
+    weights = bootstrap_weights(len(labels), resamples=resamples, seed=seed)
+    pred_a, pred_b = probs_a.argmax(axis=1), probs_b.argmax(axis=1)
+    correct_a, correct_b = pred_a == labels, pred_b == labels
+    result = {"n": len(labels), "resamples": resamples, "seed": seed, "confidence": confidence}
+    result["accuracy"] = _difference(
+        accuracy(labels, pred_a), accuracy(labels, pred_b),
+        accuracy(labels, pred_a, weights) - accuracy(labels, pred_b, weights), confidence)
+    result["accuracy"].update(mcnemar_p=mcnemar_p(correct_a, correct_b),
+                              only_a=int((correct_a & ~correct_b).sum()),
+                              only_b=int((correct_b & ~correct_a).sum()))
+    result["macro_f1"] = _difference(
+        macro_f1(labels, pred_a, num_classes), macro_f1(labels, pred_b, num_classes),
+        macro_f1(labels, pred_a, num_classes, weights)
+        - macro_f1(labels, pred_b, num_classes, weights), confidence)
+    result["ap"] = None
+    if focus_class in class_names:
+        index = list(class_names).index(focus_class)
+        positives = labels == index
+        if not positives.any():
+            raise FerError(f"no images of class {focus_class!r} to compare its AP on")
+        a, b = (average_precision(positives, probs[:, index]) for probs in (probs_a, probs_b))
+        samples = (average_precision(positives, probs_a[:, index], weights)
+                   - average_precision(positives, probs_b[:, index], weights))
+        # a resample without the class has no AP: it does not count
+        result["ap"] = {"class": focus_class,
+                        **_difference(a, b, samples[~np.isnan(samples)], confidence)}
+    return result
+
+
+# ----------------------------------------------------------------------------- over seeds
+def student_t_cdf(t: float, df: int) -> float:
+    """CDF of Student's t with integer ``df`` >= 1 (the closed-form finite series)."""
+    theta = math.atan2(t, math.sqrt(df))
+    sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+    term, total = (sin, sin) if df % 2 == 0 else (sin * math.cos(theta),) * 2
+    for k in range(2 if df % 2 == 0 else 3, df, 2):
+        term *= cos2 * (k - 1) / k
+        total += term
+    if df % 2 == 0:
+        return 0.5 + total / 2.0
+    return 0.5 + (theta + (total if df > 1 else 0.0)) / math.pi
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (0 < p < 1) of Student's t with integer ``df`` >= 1, by bisection."""
+    lo, hi = -1e8, 1e8
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if student_t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """``(mean, half-width)`` of the t-interval of the mean of ``values`` (e.g. one metric
+    over seeds); the half-width is NaN for a single value."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        raise FerError("mean ± CI of no values")
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, float("nan")
+    quantile = student_t_quantile(0.5 + confidence / 2.0, values.size - 1)
+    return mean, quantile * float(values.std(ddof=1)) / math.sqrt(values.size)
