@@ -1,9 +1,17 @@
 """Shared fixtures. Two host CPU devices are forced for the whole session (before jax is
-imported anywhere) so jit-vs-pmap parity and multi-device code are tested on this machine."""
+imported anywhere) so jit-vs-pmap parity and multi-device code are tested on this machine, and
+the parsed-data cache ($FER_JAX_CACHE) is a temporary folder, never the user's ~/.cache/fer_jax.
+
+Real-data tests read the FER-2013 zip named by $FER_JAX_DATA, else
+``<checkout>/../shared/data/fer2013/fer2013_images.zip``, and skip (saying where they looked)
+when it is absent."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ["FER_JAX_CACHE"] = tempfile.mkdtemp(prefix="fer_jax_test_cache-")
 
 import pathlib
 
@@ -11,7 +19,13 @@ import pytest
 
 from fer_jax.data import synthetic
 
-REAL_ZIP = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/fer2013/fer2013_images.zip"
+DEFAULT_REAL_ZIP = (pathlib.Path(__file__).resolve().parents[1].parent
+                    / "shared/data/fer2013/fer2013_images.zip")
+REAL_ZIP = pathlib.Path(os.environ.get("FER_JAX_DATA") or DEFAULT_REAL_ZIP)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(os.environ["FER_JAX_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -22,9 +36,12 @@ def tiny_data():
 
 @pytest.fixture(scope="session")
 def real_zip():
-    """Path of the shared FER-2013 zip; skips the test when it is absent."""
-    if not REAL_ZIP.exists():
-        pytest.skip(f"real FER-2013 not present at {REAL_ZIP}")
+    """Path of the FER-2013 zip ($FER_JAX_DATA or the shared one); skips the test when it is
+    absent."""
+    if not REAL_ZIP.is_file():
+        where = ("$FER_JAX_DATA" if os.environ.get("FER_JAX_DATA")
+                 else "default; set FER_JAX_DATA=PATH to point elsewhere")
+        pytest.skip(f"real FER-2013 zip not found at {REAL_ZIP} ({where})")
     return REAL_ZIP
 
 

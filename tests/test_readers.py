@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from experiments.configs import smoke
 from fer_jax.classes import EMOTIONS
-from fer_jax.data import cache, readers, synthetic
+from fer_jax.data import cache, load_from_config, readers, synthetic
 from fer_jax.data.dataset import SPLITS, Split
 from fer_jax.errors import FerDataError
 
@@ -179,6 +180,14 @@ def test_csv_missing_column_names_header_line(tmp_path):
     assert str(path) in str(raised.value)
 
 
+@pytest.mark.parametrize("text", ["", "\n", "  \r\n"])
+def test_empty_csv_says_empty_file(tmp_path, text):
+    path = tmp_path / "fer2013.csv"
+    path.write_text(text)
+    with pytest.raises(FerDataError, match=r"\[line 1\]: empty file \(expected a header line"):
+        load(path)
+
+
 def test_csv_corrupt_gzip_names_file(tmp_path, splits):
     path = tmp_path / "fer2013.csv.gz"
     path.write_bytes(gzip.compress(csv_text(splits).encode())[:5000])  # truncated
@@ -252,15 +261,35 @@ def test_image_modes_and_resize(tmp_path):
     folder.mkdir(parents=True)
     Image.new("RGB", (48, 48), (90, 90, 90)).save(folder / "Training_rgb.png")
     Image.new("L", (64, 64), 77).save(folder / "Training_big.png")
+    Image.new("RGB", (64, 64), (30, 30, 30)).save(folder / "Training_big_rgb.png")
     with pytest.raises(FerDataError, match=r"\[train/happy/Training_big.png\]: image is 64x64, "
-                                           r"expected 48x48") as raised:
+                                           r"expected 48x48 \(data.resize=True") as raised:
         load(tmp_path / "fer")
     assert str(tmp_path / "fer") in str(raised.value)
     data = load(tmp_path / "fer", resize=True)
     train = data.split("train")
-    assert train.labels.tolist() == [3, 3]
+    assert train.labels.tolist() == [3, 3, 3]
     np.testing.assert_array_equal(train.images[0], np.full((48, 48), 77, np.uint8))  # resized
-    np.testing.assert_array_equal(train.images[1], np.full((48, 48), 90, np.uint8))  # RGB -> L
+    np.testing.assert_array_equal(train.images[1], np.full((48, 48), 30, np.uint8))  # both
+    np.testing.assert_array_equal(train.images[2], np.full((48, 48), 90, np.uint8))  # RGB -> L
+
+
+def test_load_from_config_honours_strict_and_resize(tmp_path):
+    folder = tmp_path / "fer" / "train" / "happy"
+    folder.mkdir(parents=True)
+    Image.new("L", (48, 48), 9).save(folder / "Training_ok.png")
+    Image.new("RGB", (64, 64), (30, 30, 30)).save(folder / "Training_big.png")
+    (folder / "Training_broken.png").write_bytes(b"not an image")
+    config = smoke.get_config().data
+    config.update(source=str(tmp_path / "fer"), val_fraction=0.0)
+    with pytest.raises(FerDataError, match=r"Training_big.png\]: image is 64x64"):
+        load_from_config(config)
+    config.strict = False
+    data = load_from_config(config)
+    assert len(data.split("train")) == 1 and [r.record for r in data.skipped] == [
+        "train/happy/Training_big.png", "train/happy/Training_broken.png"]
+    config.resize = True
+    assert len(load_from_config(config).split("train")) == 2
 
 
 BAD_MEMBERS = [
@@ -269,7 +298,8 @@ BAD_MEMBERS = [
     ("train/happy/extra/Training_1.png", "unexpected nesting"),
     ("train/happy/PublicTest_1.png", "file name says PublicTest but the file is in train/"),
     ("test/happy/Training_1.png", "file name says Training but the file is in test/"),
-    ("train/happy/Training_broken.png", "unreadable image"),
+    ("train/happy/Training_broken.png",
+     "unreadable image: train/happy/Training_broken.png is not an image file"),
 ]
 
 

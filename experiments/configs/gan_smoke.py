@@ -36,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict({
         "source": ml_collections.config_dict.placeholder(str),   # None: synthetic faces
         "synthetic_sizes": {"num_train": 1200, "num_val": 300, "num_test": 0},
-        "val_fraction": 0.1, "split_seed": 0})
+        "val_fraction": 0.1, "split_seed": 0,
+        "strict": True, "resize": False})  # strict=False: skip bad records; resize=True: to 48x48
     config.classes = EMOTIONS         # classes drawn uniformly for every batch
     config.seed = 0
     config.parallel = "jit"           # "jit" | "pmap"

@@ -33,7 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict({
         "source": config_dict.placeholder(str),      # None: the synthetic faces; --data PATH
         "synthetic_sizes": {"num_train": 1400, "num_val": 350, "num_test": 350},
-        "val_fraction": 0.1, "split_seed": 0})
+        "val_fraction": 0.1, "split_seed": 0,
+        "strict": True, "resize": False})  # strict=False: skip bad records; resize=True: to 48x48
     config.setting = "seven"                      # "seven" (with disgust) | "six" (the seed's)
 
     # A finished `experiments.train_gan` run to sample instead of training config.gan here.

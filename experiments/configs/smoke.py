@@ -22,6 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
         "synthetic_sizes": {"num_train": 2400, "num_val": 600, "num_test": 600},
         "val_fraction": 0.1,                            # val carved from train if a source has none
         "split_seed": 0,
+        "strict": True,                                 # False: skip bad records (--skip-bad)
+        "resize": False,                                # True: non-48x48 images resized to it
         "oversample": False,                            # class-balanced epochs (sampling contract)
         "target_per_class": config_dict.placeholder(int),
         "synthetic_npz": config_dict.placeholder(str),  # GAN images .npz to mix in

@@ -17,8 +17,10 @@ def load(source=None, **kwargs) -> FerData:
 def load_from_config(data_config) -> FerData:
     """The data a config section names (the ``config.data`` of every experiment config):
     ``source`` (None: the synthetic faces), ``val_fraction``, ``split_seed``,
-    ``synthetic_sizes``."""
+    ``synthetic_sizes``, ``strict`` (False: skip bad records, listed in ``FerData.skipped``)
+    and ``resize`` (True: images of another size are resized to 48x48)."""
     sizes = data_config.get("synthetic_sizes")
     return load(data_config.get("source"), val_fraction=data_config.get("val_fraction", 0.1),
                 seed=data_config.get("split_seed", 0),
-                synthetic_sizes=dict(sizes) if sizes else None)
+                synthetic_sizes=dict(sizes) if sizes else None,
+                strict=data_config.get("strict", True), resize=data_config.get("resize", False))

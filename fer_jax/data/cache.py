@@ -29,7 +29,7 @@ import numpy as np
 from fer_jax.data.dataset import SPLITS, FerData, SkippedRecord, Split
 
 # Bump when a reader's output for the same source and options changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def default_dir() -> pathlib.Path:

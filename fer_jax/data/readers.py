@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import tqdm
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from fer_jax.classes import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS
 from fer_jax.data import cache, synthetic
@@ -196,6 +196,9 @@ def _open_text(path: pathlib.Path):
 
 def _csv_header(path: pathlib.Path, header: str) -> list[str]:
     """Lower-cased column names; checks the required ones are there."""
+    if not header.strip():
+        raise FerDataError("empty file (expected a header line with emotion, pixels and "
+                           "optionally Usage)", path=str(path), record="line 1")
     names = [name.strip().strip('"').strip().lower() for name in header.split(",")]
     missing = [name for name in ("emotion", "pixels") if name not in names]
     if missing:
@@ -340,7 +343,7 @@ def _read_layout(path: pathlib.Path, members: list[str], read_bytes: Callable[[s
             continue  # a loose file at the layout's top (README, LICENSE), not an image record
         try:
             split, label = _place(parts)
-            image = decode_image(read_bytes(member), resize=resize)
+            image = decode_image(read_bytes(member), resize=resize, name=member)
         except ValueError as error:
             collector.bad(member, str(error))
             continue
@@ -367,19 +370,23 @@ def _place(parts: list[str]) -> tuple[str, int]:
     return split, label
 
 
-def decode_image(data: bytes, *, resize: bool = False) -> np.ndarray:
-    """Image file bytes -> uint8 [48,48] grayscale (other modes converted to L); ValueError
-    says what is wrong."""
+def decode_image(data: bytes, *, resize: bool = False, name: str = "image") -> np.ndarray:
+    """Image file bytes -> uint8 [48,48] grayscale (other modes converted to L; other sizes
+    resized with ``resize``); ValueError says what is wrong with the file ``name``."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
+    except UnidentifiedImageError:
+        raise ValueError(f"unreadable image: {name} is not an image file (format not "
+                         f"recognised, {len(data)} bytes)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"unreadable image ({error})") from None
+        raise ValueError(f"unreadable image {name} ({error})") from None
     gray = image if image.mode == "L" else image.convert("L")
     if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
         if not resize:
             raise ValueError(f"image is {gray.size[0]}x{gray.size[1]}, expected "
-                             f"{IMAGE_SIZE}x{IMAGE_SIZE} (resize=True resizes it)")
+                             f"{IMAGE_SIZE}x{IMAGE_SIZE} (data.resize=True, e.g. --config.data.resize=True, "
+                             "resizes it)")
         gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(gray, np.uint8)
 
