@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments import pipeline as pipeline_lib
 from experiments import report as report_lib
-from experiments.cli import experiment_parser, parse_with_config, run_main
+from experiments.cli import check_workdir, experiment_parser, parse_with_config, run_main
 from experiments.evaluate import evaluate
 from fer_jax import classes, inference, plots, train, two_tier
 from fer_jax.data import load_from_config, sampling
@@ -322,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                                example="--config.seeds=(0,1,2)", default_config=DEFAULT_CONFIG,
                                default_workdir=DEFAULT_WORKDIR)
     args, config, _ = parse_with_config(parser, argv, DEFAULT_CONFIG)
+    check_workdir(args.workdir)
     ablation = Ablation(config, args.workdir)
     try:
         result = ablation.run()

@@ -170,11 +170,16 @@ def markdown_table(results: list[dict], gemm: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmark",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["seed_cnn", "vgg13", "compact"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
-    parser.add_argument("--modes", nargs="+", choices=("jit", "pmap"), default=["jit", "pmap"])
-    parser.add_argument("--devices", nargs="+", type=int, default=[1, 2])
+                                     description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["seed_cnn", "vgg13", "compact"],
+                        help="model names to measure (fer_jax.models)")
+    parser.add_argument("--batches", nargs="+", type=int, default=[64, 256],
+                        help="global batch sizes to measure")
+    parser.add_argument("--modes", nargs="+", choices=("jit", "pmap"), default=["jit", "pmap"],
+                        help="how a step is spread over the devices")
+    parser.add_argument("--devices", nargs="+", type=int, default=[1, 2],
+                        help="device counts to measure (host CPU devices are forced)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--out", default="checkpoints/benchmark",
                         help="writes OUT.json and OUT.md")

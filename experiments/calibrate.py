@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from experiments import report as report_lib
-from experiments.cli import run_main
+from experiments.cli import check_output_file, run_main
 from experiments.evaluate import (
     SYNTHETIC_NOTE,
     add_model_arguments,
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cross-fitting repeats, each with another fold assignment")
     parser.add_argument("--out", metavar="JSON", default=None)
     args = parser.parse_args(argv)
+    out = check_output_file(args.out or pathlib.Path(args.workdir)
+                            / f"calibration_{args.objective}.json", "--out")
 
     from fer_jax.data import load
 
@@ -123,12 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                        f"{args.repeats}")
     predictor, grouping = load_model(args)
     reference = reference_recall(args.objective, grouping)
-    data = load(args.data)
+    data = load(args.data, strict=not args.skip_bad)
     labels, probs = predict_split(predictor, data.split(args.split), grouping, tta=args.tta)
     result = calibrate(labels, probs, grouping, objective=args.objective,
                        folds=args.folds, repeats=args.repeats)
-    out = pathlib.Path(args.out or
-                       pathlib.Path(args.workdir) / f"calibration_{args.objective}.json")
     result.update(grouping=grouping.name, objective=args.objective,
                   reference=None if reference is None else
                   dict(zip(grouping.class_names, reference.tolist())),

@@ -33,6 +33,14 @@ def format_table(data: FerData) -> str:
     return "\n".join(lines)
 
 
+def missing_splits_note(data: FerData) -> str | None:
+    """Says why a real source has no test split (it holds no PrivateTest records)."""
+    if data.synthetic or data.has("test"):
+        return None
+    return ("note: test = 0: this source holds no PrivateTest records, so it has no test split "
+            "(val is its PublicTest, or carved from train); evaluate with --split val")
+
+
 def format_skipped(data: FerData) -> str:
     lines = [f"skipped records: {len(data.skipped)}"]
     lines += [f"  {record}" for record in data.skipped[:SKIPPED_SHOWN]]
@@ -49,15 +57,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="print only one JSON object {split: {class: count}} on stdout")
     parser.add_argument("--no-cache", action="store_true",
                         help="read the source again instead of using the parsed-array cache")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip bad records (listed in the output) instead of stopping at "
-                             "the first one")
     args = parser.parse_args(argv)
     data = load(args.data, strict=not args.skip_bad, cache_dir=False if args.no_cache else None)
     if args.json:
         print(json.dumps(data.counts()))
         if data.synthetic:
             print(f"note: {SYNTHETIC_NOTE}", file=sys.stderr)
+        if note := missing_splits_note(data):
+            print(note, file=sys.stderr)
         if data.skipped:
             print(format_skipped(data), file=sys.stderr)
         return 0
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(SYNTHETIC_NOTE)
     print(f"source: {data.source}")
     print(format_table(data))
+    if note := missing_splits_note(data):
+        print(note)
     print(format_skipped(data))
     return 0
 

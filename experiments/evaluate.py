@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from experiments.cli import add_data_argument, run_main
+from experiments.cli import add_data_argument, check_output_file, run_main
 from fer_jax import calibration, classes, metrics
 from fer_jax.errors import FerError
 
@@ -132,12 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                              "file")
     parser.add_argument("--json", metavar="OUT", default=None, help="also write the report here")
     args = parser.parse_args(argv)
+    if args.json:
+        check_output_file(args.json, "--json")
 
     from fer_jax.data import load
 
     predictor, grouping = load_model(args)
     offsets = load_offsets(args.calibration, grouping) if args.calibration else None
-    data = load(args.data)
+    data = load(args.data, strict=not args.skip_bad)
     report = evaluate(predictor, data.split(args.split), grouping, tta=args.tta, offsets=offsets)
     report.update(split=args.split, tta=args.tta, grouping=grouping.name, data=data.source,
                   synthetic=data.synthetic, model=predictor.description,

@@ -28,7 +28,7 @@ import numpy as np
 from experiments import report as report_lib
 from experiments import synthesize
 from experiments.calibrate import calibrate
-from experiments.cli import experiment_parser, parse_with_config, run_main
+from experiments.cli import check_workdir, experiment_parser, parse_with_config, run_main
 from experiments.evaluate import in_view, offsets_vector, report_of
 from fer_jax import calibration, classes, inference, train, two_tier
 from fer_jax.data import load_from_config, sampling
@@ -434,6 +434,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args, config = parse_args(argv)
+    check_workdir(args.workdir)
     pipeline = Pipeline(config, args.workdir)
     start = time.perf_counter()
     try:

@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from experiments.cli import run_main
+from experiments.cli import check_output_file, run_main
 from fer_jax import plots
 from gan.sample import load_generators, parse_per_class
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="truncate latents to [-T, T] (0: no truncation)")
     parser.add_argument("--grid", metavar="PNG", help="also save a sample grid, one row per class")
     args = parser.parse_args(argv)
+    for flag, path in (("--out", args.out), ("--grid", args.grid)):
+        if path:
+            check_output_file(path, flag)
 
     per_class = parse_per_class(args.per_class)
     generators = load_generators(args.workdir)

@@ -13,7 +13,13 @@ import json
 
 from absl import logging
 
-from experiments.cli import default_workdir, experiment_parser, parse_with_config, run_main
+from experiments.cli import (
+    check_workdir,
+    default_workdir,
+    experiment_parser,
+    parse_with_config,
+    run_main,
+)
 from fer_jax import parallel, train
 
 
@@ -23,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args, config, config_path = parse_with_config(parser, argv)
     logging.set_verbosity(logging.ERROR)  # orbax's absl INFO/WARNING chatter
     parallel.maybe_initialize_distributed()  # before any computation touches a backend
-    workdir = default_workdir(args.workdir, config_path)
+    workdir = check_workdir(default_workdir(args.workdir, config_path))
     print(f"training {config.model} ({config.grouping}) in {workdir} on "
           f"{config.data.source or 'SYNTHETIC faces (no --data)'}", flush=True)
     summary = train.train_and_evaluate(config, workdir)

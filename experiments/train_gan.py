@@ -20,7 +20,13 @@ import sys
 
 import ml_collections
 
-from experiments.cli import default_workdir, experiment_parser, parse_with_config, run_main
+from experiments.cli import (
+    check_workdir,
+    default_workdir,
+    experiment_parser,
+    parse_with_config,
+    run_main,
+)
 from fer_jax.checkpoint import has_checkpoint
 from fer_jax.data import load_from_config
 from fer_jax.errors import FerCheckpointError
@@ -58,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = experiment_parser("python -m experiments.train_gan", __doc__.splitlines()[0],
                                example="--config.num_steps=500")
     args, config, config_path = parse_with_config(parser, argv)
-    workdir = default_workdir(args.workdir, config_path)
+    workdir = check_workdir(default_workdir(args.workdir, config_path))
     eval_config = config.eval
     if eval_config.classifier_workdir and not has_checkpoint(eval_config.classifier_workdir):
         raise FerCheckpointError(

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -88,3 +89,19 @@ def test_run_main_exit_codes(capsys):
         assert capsys.readouterr().err == message
     with pytest.raises(ValueError):  # anything else is a bug: it keeps its traceback
         cli.run_main(lambda: np.zeros(2).reshape(3))
+
+
+def test_kaggle_zip_without_private_test_says_so(tmp_path, capsys):
+    from PIL import Image
+
+    for member in ("train/happy/Training_1.png", "test/sad/PublicTest_2.png"):
+        (tmp_path / "fer" / member).parent.mkdir(parents=True)
+        Image.new("L", (48, 48), 9).save(tmp_path / "fer" / member)
+    source = shutil.make_archive(str(tmp_path / "fer2013_images"), "zip", tmp_path / "fer")
+    assert data_summary.main(["--data", source, "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "total            1       1       0       2" in out
+    assert ("note: test = 0: this source holds no PrivateTest records, so it has no test split"
+            in out)
+    assert data_summary.main(["--data", source, "--no-cache", "--json"]) == 0
+    assert "holds no PrivateTest records" in capsys.readouterr().err

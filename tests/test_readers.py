@@ -206,6 +206,8 @@ def test_csv_strict_false_skips_and_reports(tmp_path):
                                                           (str(path), "line 6")]
     assert "unknown emotion index '9'" in data.skipped[0].reason
     assert "got 2305" in data.skipped[1].reason
+    assert data.skipped_records()[0] == (f"{path} [line 3]: unknown emotion index '9' "
+                                         "(expected 0..6)")
 
 
 # --- image folders and zips -------------------------------------------------------------------

@@ -87,6 +87,11 @@ class FerData:
     def has(self, name: str) -> bool:
         return name in self.splits and len(self.splits[name]) > 0
 
+    def skipped_records(self) -> list[str]:
+        """The skipped records as JSON-ready lines ``"<file> [<record>]: <reason>"`` (for the
+        run's report)."""
+        return [str(record) for record in self.skipped]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """``{split: {class_name: count}}`` for every split (empty ones included)."""
         return {name: self.splits.get(name, Split.empty()).counts() for name in SPLITS}
