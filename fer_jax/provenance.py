@@ -132,6 +132,29 @@ def reproducibility(*, data: dict, config: Any = None, seeds: Iterable[int] = ()
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
+def classifier_config(classifier) -> Any:
+    """The config of a :class:`fer_jax.inference.Classifier` as JSON: its own (flat) or
+    ``{member: config}`` (two-tier)."""
+    if classifier.members is None:
+        return run_guard.to_json(classifier.config)
+    return {name: run_guard.to_json(member.config) for name, member in classifier.members.items()}
+
+
+def classifier_seeds(classifier) -> list[int]:
+    """The training seed of each network of a :class:`fer_jax.inference.Classifier`."""
+    networks = [classifier] if classifier.members is None else classifier.members.values()
+    return [int(network.config.seed) for network in networks]
+
+
+def ledger_record(classifier, *, data: dict, metrics: dict,
+                wall_seconds: float | None = None) -> dict:
+    """The ledger record of one test evaluation of ``classifier``: its reproducibility block,
+    ``checkpoint_step`` (:attr:`~fer_jax.inference.Classifier.steps`) and ``metrics``."""
+    block = reproducibility(data=data, config=classifier_config(classifier),
+                            seeds=classifier_seeds(classifier), wall_seconds=wall_seconds)
+    return {**block, "checkpoint_step": classifier.steps, "metrics": metrics}
+
+
 # ----------------------------------------------------------------------------- ledger
 def read_ledger(workdir: str | os.PathLike) -> list[dict]:
     """The records of ``<workdir>/test_ledger.jsonl``, oldest first (empty when none)."""
