@@ -146,12 +146,19 @@ def classifier_seeds(classifier) -> list[int]:
     return [int(network.config.seed) for network in networks]
 
 
+def classifier_reproducibility(classifier, *, data: dict,
+                               wall_seconds: float | None = None) -> dict:
+    """The :func:`reproducibility` block of an evaluation of ``classifier`` on ``data``
+    (:func:`data_block`): its config and seeds."""
+    return reproducibility(data=data, config=classifier_config(classifier),
+                           seeds=classifier_seeds(classifier), wall_seconds=wall_seconds)
+
+
 def ledger_record(classifier, *, data: dict, metrics: dict,
-                wall_seconds: float | None = None) -> dict:
+                  wall_seconds: float | None = None) -> dict:
     """The ledger record of one test evaluation of ``classifier``: its reproducibility block,
     ``checkpoint_step`` (:attr:`~fer_jax.inference.Classifier.steps`) and ``metrics``."""
-    block = reproducibility(data=data, config=classifier_config(classifier),
-                            seeds=classifier_seeds(classifier), wall_seconds=wall_seconds)
+    block = classifier_reproducibility(classifier, data=data, wall_seconds=wall_seconds)
     return {**block, "checkpoint_step": classifier.steps, "metrics": metrics}
 
 

@@ -1,5 +1,6 @@
 """experiments.compare on two tiny trained runs: JSON fields, a model against itself, the test
-ledger, clear errors."""
+ledger, clear errors; and the statistics, reproducibility block and ledger of
+experiments.evaluate (same trained run)."""
 
 import dataclasses
 import json
@@ -7,7 +8,7 @@ import shutil
 
 import pytest
 
-from experiments import compare
+from experiments import compare, evaluate
 from experiments.cli import run_main
 from fer_jax import comparison, inference, provenance, stats, train
 from fer_jax.classes import SIX
@@ -54,7 +55,7 @@ def test_a_model_against_itself_differs_by_nothing(run, tiny_csv, tmp_path):
 
 def test_test_split_goes_to_both_ledgers_and_a_second_time_warns(run, tiny_csv, tmp_path,
                                                                 capsys):
-    runs = run, shutil.copytree(run, tmp_path / "copy")
+    runs = shutil.copytree(run, tmp_path / "a"), shutil.copytree(run, tmp_path / "b")
     result = _compare(*runs, tiny_csv, tmp_path / "c.json", "--split", "test")
     assert "warning:" not in capsys.readouterr().err
     for key, workdir in zip("ab", runs):
@@ -65,6 +66,30 @@ def test_test_split_goes_to_both_ledgers_and_a_second_time_warns(run, tiny_csv, 
         assert set(provenance.LEDGER_KEYS) <= set(record)
     _compare(*runs, tiny_csv, tmp_path / "c.json", "--split", "test")
     assert capsys.readouterr().err.count("warning: ") == 2
+
+
+def test_evaluate_json_has_statistics_reproducibility_and_a_ledger(run, tiny_csv, tmp_path,
+                                                                    capsys):
+    run = shutil.copytree(run, tmp_path / "run")  # a ledger of its own
+    out = tmp_path / "report.json"
+    args = ["--workdir", str(run), "--data", str(tiny_csv), "--split", "test", "--json", str(out)]
+    assert evaluate.main(args) == 0
+    report = json.loads(out.read_text())
+    for name in ("accuracy", "macro_f1"):
+        lo, hi = report["ci"][name]
+        assert 0 <= lo <= hi <= 1
+    assert set(report["per_class"]["disgust"]) >= {"precision", "recall", "ap", "auroc"}
+    block = report["reproducibility"]
+    assert block["data"]["sha256"] == provenance.data_sha256(tiny_csv) and block["seeds"] == [0]
+    [record] = provenance.read_ledger(run)
+    assert record["checkpoint_step"] == report["steps"]
+    assert record["metrics"]["ci"] == report["ci"]
+    assert "warning:" not in capsys.readouterr().err
+    assert evaluate.main(args) == 0
+    assert "warning: " in capsys.readouterr().err and len(provenance.read_ledger(run)) == 2
+    (run / provenance.LEDGER).unlink()
+    assert evaluate.main([*args[:4], "--split", "val"]) == 0
+    assert not (run / provenance.LEDGER).exists()
 
 
 def test_different_groupings_are_refused(run, tiny_data):
