@@ -31,6 +31,10 @@ from fer_jax.runtime import RunLog, StopSignal, progress_bar
 PyTree = Any
 # Hyperparameters a rollback scales, wherever an optax.inject_hyperparams state holds them.
 LEARNING_RATE_NAMES = ("learning_rate", "learning_rate_scale")
+# The states optax.inject_hyperparams makes (the stateful one for stateless hyperparameters too).
+_INJECTED = tuple(getattr(optax, name) for name in ("InjectHyperparamsState",
+                                                    "InjectStatefulHyperparamsState")
+                  if hasattr(optax, name))
 
 
 class DivergedError(FerError):
@@ -114,7 +118,7 @@ def step_key(seed: int, step: int) -> jax.Array:
 def scale_learning_rates(state: PyTree, factor: float) -> PyTree:
     """``state`` (any pytree holding optax states) with every injected
     :data:`LEARNING_RATE_NAMES` hyperparameter times ``factor``."""
-    is_injected = lambda node: isinstance(node, optax.InjectHyperparamsState)
+    is_injected = lambda node: isinstance(node, _INJECTED)
 
     def scaled(node):
         if not is_injected(node):
@@ -124,6 +128,18 @@ def scale_learning_rates(state: PyTree, factor: float) -> PyTree:
             for name, value in node.hyperparams.items()})
 
     return jax.tree_util.tree_map(scaled, state, is_leaf=is_injected)
+
+
+def injected_hyperparameters(state: PyTree) -> dict[str, float]:
+    """Every injected hyperparameter of the optax states in ``state`` (name -> value; the
+    first of each name)."""
+    is_injected = lambda node: isinstance(node, _INJECTED)
+    found: dict[str, float] = {}
+    for node in jax.tree_util.tree_leaves(state, is_leaf=is_injected):
+        if is_injected(node):
+            for name, value in node.hyperparams.items():
+                found.setdefault(name, float(np.asarray(value).reshape(-1)[0]))
+    return found
 
 
 def is_finite(tree: PyTree) -> bool:

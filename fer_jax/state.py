@@ -26,9 +26,9 @@ class TrainState(train_state.TrainState):
 # ----------------------------------------------------------------------------- model, optimizer
 def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None):
     """The classifier named ``config.model`` for ``config.grouping``'s classes."""
-    kwargs = dict(config.get("model_kwargs", {}))
+    kwargs = dict(config.model_kwargs)
     return models.create_model(config.model, classes.grouping(config.grouping).num_classes,
-                               dtype=DTYPES[config.get("dtype", "float32")],
+                               dtype=DTYPES[config.dtype],
                                bn_axis_name=bn_axis_name, **kwargs)
 
 
@@ -37,7 +37,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
     "plateau" (constant; :func:`make_optimizer` adds reduce-on-plateau scaling)."""
     base = config.learning_rate
     if config.schedule == "cosine":
-        warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
+        warmup = int(config.warmup_epochs * steps_per_epoch)
         total = max(config.num_epochs * steps_per_epoch, warmup + 1)
         return optax.warmup_cosine_decay_schedule(0.0, base, warmup, total)
     if config.schedule in ("constant", "plateau"):
@@ -64,15 +64,15 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
     epoch-mean training loss has not improved for ``plateau_patience`` epochs. A last,
     injected ``learning_rate_scale`` (1) is what a divergence rollback lowers."""
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    decay = config.get("weight_decay", 0.0)
+    decay = config.weight_decay
     parts = []
-    if config.get("grad_clip_norm", 0.0):
+    if config.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if decay and config.optimizer in ("sgd", "adam"):
         parts.append(optax.add_decayed_weights(decay, mask=_decay_mask))
     if config.optimizer == "sgd":
-        parts.append(optax.sgd(schedule, momentum=config.get("momentum", 0.9),
-                               nesterov=config.get("nesterov", True)))
+        parts.append(optax.sgd(schedule, momentum=config.momentum,
+                               nesterov=config.nesterov))
     elif config.optimizer == "adam":
         parts.append(optax.adam(schedule))
     elif config.optimizer == "adamw":
@@ -81,7 +81,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
         raise ValueError(f"unknown optimizer {config.optimizer!r}; expected sgd, adam or adamw")
     if config.schedule == "plateau":
         parts.append(optax.contrib.reduce_on_plateau(
-            factor=config.get("plateau_factor", 0.5), patience=config.get("plateau_patience", 3),
+            factor=config.plateau_factor, patience=config.plateau_patience,
             accumulation_size=steps_per_epoch))
     parts.append(optax.inject_hyperparams(_learning_rate_scale)(learning_rate_scale=1.0))
     return optax.chain(*parts)

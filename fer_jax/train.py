@@ -143,7 +143,7 @@ def prepare_data(config: ml_collections.ConfigDict, data: FerData | None) -> Pre
         data = load_from_config(config.data)
     grouping = classes.grouping(config.grouping)
     synthetic = None
-    if config.data.get("synthetic_npz"):
+    if config.data.synthetic_npz:
         synthetic = sampling.load_synthetic_npz(config.data.synthetic_npz)
     mix = sampling.build_training_mix(data.split("train"), synthetic, oversample=False,
                                       classes=grouping, seed=0)
@@ -161,9 +161,9 @@ def epoch_indices(config: ml_collections.ConfigDict, prepared: PreparedData,
     """Pool indices of ``epoch`` in order: :func:`sampling.build_training_mix` seeded with
     ``seed + epoch`` (class-balanced with ``config.data.oversample``, synthetic top-up)."""
     mix = sampling.build_training_mix(
-        prepared.real_train, prepared.synthetic, oversample=config.data.get("oversample", False),
-        target_per_class=config.data.get("target_per_class"),
-        max_synthetic_share=config.data.get("max_synthetic_share", 0.5),
+        prepared.real_train, prepared.synthetic, oversample=config.data.oversample,
+        target_per_class=config.data.target_per_class,
+        max_synthetic_share=config.data.max_synthetic_share,
         classes=classes.grouping(config.grouping), seed=config.seed + epoch)
     return mix.indices
 
@@ -179,16 +179,12 @@ def steps_per_epoch_of(config, prepared: PreparedData) -> int:
 
 def _current_lr(state: TrainState, schedule, step: int) -> float:
     """The schedule's learning rate times the reduce-on-plateau and rollback scales."""
-    scale = 1.0
-    for kind, name in ((optax.contrib.ReduceLROnPlateauState, "scale"),
-                       (optax.InjectHyperparamsState, None)):
-        is_kind = lambda s, kind=kind: isinstance(s, kind)
-        for node in jax.tree_util.tree_leaves(state.opt_state, is_leaf=is_kind):
-            if is_kind(node):
-                value = node.hyperparams["learning_rate_scale"] if name is None \
-                    else getattr(node, name)
-                scale *= float(np.asarray(value).reshape(-1)[0])
-    return float(schedule(step)) * scale
+    is_plateau = lambda s: isinstance(s, optax.contrib.ReduceLROnPlateauState)
+    plateau = [s for s in jax.tree_util.tree_leaves(state.opt_state, is_leaf=is_plateau)
+               if is_plateau(s)]
+    scale = float(np.asarray(plateau[0].scale).reshape(-1)[0]) if plateau else 1.0
+    rollback = loop.injected_hyperparameters(state.opt_state)["learning_rate_scale"]
+    return float(schedule(step)) * scale * rollback
 
 
 # ----------------------------------------------------------------------------- the run

@@ -1,25 +1,25 @@
-"""GAN training: state, pure discriminator/generator steps, and the resumable training loop.
+"""GAN training: state, pure discriminator/generator steps, and its run on the shared loop.
 
 One iteration is one discriminator step then one generator step, compiled together under the
-same :mod:`fer_jax.parallel` wrappers (``jit`` | ``pmap``) as the classifier engine. The whole
+same :mod:`fer_jax.parallel` wrappers (``jit`` | ``pmap``) and run by the same
+:mod:`fer_jax.loop` as the classifier. The whole
 training split sits on the device(s) as a read-only constant; each batch is a class-balanced
 set of indices (a class drawn uniformly, then an image of that class, so rare disgust is seen
 as often as happy) and one PRNG key per example, all a pure function of ``(seed, step)``. So a
 run killed and restarted from its last checkpoint ends bit-identical to an uninterrupted run,
 and ``jit`` and ``pmap`` see the same examples and noise.
 
-Divergence guard: losses are checked whenever they are logged; a NaN/inf rolls the run back to
-the last checkpoint (only finite states are ever saved), multiplies both learning rates by
-``config.rollback_lr_factor`` and logs a ``rollback`` event.
+Divergence guard (the loop's): a NaN/Inf rolls the run back to the last checkpoint (only
+finite states are ever saved), multiplies both learning rates by ``config.rollback_lr_factor``
+and logs a ``rollback`` event.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
+import json
 import pathlib
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -28,25 +28,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from flax import struct
 
-from fer_jax import parallel, plots
-from fer_jax.checkpoint import Checkpointer
+from fer_jax import loop, parallel, plots
 from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import load_from_config
 from fer_jax.data.augment import to_float
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerError
-from fer_jax.runtime import RunLog, StopSignal
 from gan import losses, models
 from gan.input_pipeline import BalancedBatches
 
 PyTree = Any
-
-
-class GanDivergedError(FerError):
-    """Training kept producing NaN/inf losses after the allowed number of rollbacks."""
 
 
 @struct.dataclass
@@ -88,25 +81,6 @@ def with_learning_rates(state: GANState, *, g_lr: float, d_lr: float) -> GANStat
                                                "learning_rate": jnp.float32(learning_rate)})
     return state.replace(g_opt_state=replaced(state.g_opt_state, g_lr),
                          d_opt_state=replaced(state.d_opt_state, d_lr))
-
-
-def scale_learning_rates(state: GANState, factor: float) -> GANState:
-    """Multiplies both learning rates by ``factor``."""
-    current = learning_rates(state)
-    return with_learning_rates(state, g_lr=current["g_lr"] * factor,
-                               d_lr=current["d_lr"] * factor)
-
-
-def is_finite(tree: PyTree) -> bool:
-    """True when every floating-point leaf of ``tree`` is finite."""
-    return bool(_all_finite(tree))
-
-
-@jax.jit
-def _all_finite(tree: PyTree):
-    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-             if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
 
 def latents(keys, latent_dim: int, truncation: float = 0.0):
@@ -297,7 +271,7 @@ class Gan:
         return losses.diff_augment(keys, images, self.hparams.augment_policy, p)
 
     def _reduce(self, tree):
-        return parallel.reduce_mean(tree, self.axis_name or parallel.AXIS)
+        return parallel.reduce_mean(tree, self.axis_name)
 
     # ----------------------------------------------------------------------------- steps
     def d_step(self, state: GANState, real, labels, keys) -> tuple[GANState, dict]:
@@ -393,9 +367,12 @@ def class_grid(gan: Gan, params, batch_stats, classes, per_class: int, seed: int
     return images.reshape(len(classes), per_class, *images.shape[1:])
 
 
-# --------------------------------------------------------------------------------- the loop
-_UNUSED_RNG = jax.random.PRNGKey(0)  # compile_step's rng argument; the GAN step ignores it
+# --------------------------------------------------------------------------------- the run
 GRID_SEED = 1234  # fixed latents for the sample grids, so grids of successive steps compare
+# Config keys that may change when a run resumes: presentation, and what experiments.train_gan
+# (not the fit) reads.
+PRESENTATION_KEYS = ("log_every", "checkpoint_every", "sample_every", "grid_columns",
+                     "keep_checkpoints", "baseline", "eval")
 
 
 def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -> Gan:
@@ -404,124 +381,43 @@ def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -
     return Gan(config.model, GanHparams.from_config(config[config.model]), axis_name)
 
 
-@functools.lru_cache(maxsize=8)
-def compiled_train_step(gan: Gan, placement: parallel.Placement):
-    """The train step of ``gan`` (built with ``placement``'s axis under pmap) compiled for
-    ``placement``; cached so that equal runs in one process (a resume, tests) compile once."""
-    return parallel.compile_step(gan.train_step, placement, num_consts=1)
-
-
-def _mean(metrics: list[dict]) -> dict[str, float]:
-    host = jax.device_get(metrics)
-    return {key: float(np.mean([m[key] for m in host])) for key in host[0]}
-
-
 def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
         source: str = "training data") -> dict:
-    """Trains one GAN on ``split`` in ``workdir``, resuming from its latest checkpoint.
+    """Trains one GAN on ``split`` in ``workdir`` on :func:`fer_jax.loop.run` (resuming from
+    its latest checkpoint; a NaN/Inf rolls back with both learning rates lowered).
 
-    Batches draw classes uniformly from ``config.classes``. Losses are checked every
-    ``config.log_every`` steps (and wherever a checkpoint or sample grid is due); a NaN/inf
-    rolls back to the latest checkpoint with both learning rates times
-    ``config.rollback_lr_factor``, at most ``config.max_rollbacks`` times
-    (:class:`GanDivergedError` after that). SIGTERM/SIGINT checkpoint and return early
-    (``summary["interrupted"]``). Writes ``metrics.jsonl``, TensorBoard events and
+    Batches draw classes uniformly from ``config.classes``. SIGTERM/SIGINT checkpoint and
+    return early (``summary["interrupted"]``). Writes ``metrics.jsonl``, TensorBoard events and
     ``samples/step_XXXXXX.png``. Returns a summary: steps, rollbacks, learning rates, the last
     logged losses, iterations per second.
     """
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     placement = parallel.make_placement(config.parallel)
-    gan = build_gan(config, placement.axis_name if placement.mode == "pmap" else None)
-    train_step = compiled_train_step(gan, placement)
+    gan = build_gan(config, placement.step_axis)
     batches = BalancedBatches.from_split(split, config.classes, config.batch_size, config.seed,
                                          source)
-    images = placement.replicate(batches.images)
-    template = gan.state_template()
-    check_every = int(np.gcd.reduce([config.log_every, config.checkpoint_every,
-                                     config.sample_every]))
-    config_json = config.to_dict()
 
-    def save(step, host_state, rollbacks):
-        checkpoints.save(step, host_state, meta={"rollbacks": rollbacks}, config=config_json)
+    def sample_grid(step: int, state: GANState, _) -> None:
+        save_grid(gan, state, config, workdir / "samples" / f"step_{step:06d}.png")
 
-    with Checkpointer(workdir, max_to_keep=config.keep_checkpoints,
-                      best_metric=None) as checkpoints:
-        if checkpoints.latest_step() is None:
-            host_state, step, rollbacks = gan.init_state(config.seed), 0, 0
-            save(0, host_state, 0)
-        else:
-            restored = checkpoints.restore(template)
-            host_state, step = restored.state, restored.step
-            rollbacks = int(restored.meta["rollbacks"])
-        state = placement.replicate(host_state)
-        pending, poisoned, summary, interrupted = [], False, {}, None
-        timer = None  # (time, step) after the first step, which includes compilation
-        with contextlib.closing(RunLog(workdir, step)) as log, StopSignal() as stop, \
-                tqdm.tqdm(total=config.num_steps, initial=step, unit="it", dynamic_ncols=True,
-                          desc=f"{config.model} {workdir.name}") as bar:
-            while step < config.num_steps:
-                if step == config.debug_nan_step and not poisoned:  # test hook: a divergence
-                    poisoned = True
-                    state = state.replace(g_params=jax.tree_util.tree_map(
-                        lambda x: x * jnp.nan, state.g_params))
-                state, metrics = train_step(state, placement.shard_batch(batches.batch(step)),
-                                            _UNUSED_RNG, images)
-                pending.append(metrics)
-                step += 1
-                bar.update()
-                if timer is None:
-                    jax.block_until_ready(metrics)
-                    timer = (time.perf_counter(), step)
-                stopping = stop.received is not None
-                if step % check_every and step < config.num_steps and not stopping:
-                    continue
-                summary, pending = _mean(pending), []
-                due_checkpoint = (step % config.checkpoint_every == 0
-                                  or step == config.num_steps or stopping)
-                host_state = placement.unreplicate(state)
-                if not (np.all(np.isfinite(list(summary.values())))
-                        and (not due_checkpoint or is_finite(host_state))):
-                    rollbacks += 1
-                    host_state = _roll_back(config, checkpoints, template, log, step, rollbacks)
-                    step, state, timer = int(host_state.step), placement.replicate(host_state), None
-                    bar.reset()
-                    bar.update(step)
-                    continue
-                if step > timer[1]:
-                    summary["it_per_s"] = (step - timer[1]) / (time.perf_counter() - timer[0])
-                bar.set_postfix(d=f"{summary['d_loss']:.3f}", g=f"{summary['g_loss']:.3f}",
-                                p=f"{summary['augment_p']:.2f}")
-                if step % config.log_every == 0 or step == config.num_steps:
-                    log.write({"step": step, **summary, **learning_rates(host_state)})
-                if due_checkpoint:
-                    save(step, host_state, rollbacks)
-                if step % config.sample_every == 0 or step == config.num_steps:
-                    save_grid(gan, host_state, config, workdir / "samples" / f"step_{step:06d}.png")
-                if stopping:
-                    interrupted = stop.received
-                    tqdm.tqdm.write(f"stopped by signal {interrupted} at step {step}; checkpoint "
-                                    f"saved in {checkpoints.directory}; rerun to resume")
-                    break
-    return {"workdir": str(workdir), "steps": step, "rollbacks": rollbacks,
-            "interrupted": interrupted, **learning_rates(host_state), **summary}
-
-
-def _roll_back(config, checkpoints: Checkpointer, template: GANState, log: RunLog, bad_step: int,
-               rollbacks: int) -> GANState:
-    """The latest checkpoint with learning rates lowered, after a NaN/inf by ``bad_step``."""
-    if rollbacks > config.max_rollbacks:
-        raise GanDivergedError(
-            f"{checkpoints.directory}: NaN/inf losses by step {bad_step} after "
-            f"{config.max_rollbacks} rollbacks; lower config.{config.model}.g_lr and d_lr")
-    checkpoints.wait()
-    restored = checkpoints.restore(template)
-    state = scale_learning_rates(restored.state, config.rollback_lr_factor)
-    event = {"bad_step": bad_step, "rollbacks": rollbacks, **learning_rates(state)}
-    tqdm.tqdm.write(f"{checkpoints.directory}: NaN/inf loss by step {bad_step}; rolled back to "
-                    f"step {restored.step} with learning rates x{config.rollback_lr_factor}")
-    log.write({"step": restored.step, "event": "rollback", **event})
-    return state
+    task = loop.Task(
+        name=f"{config.model} {workdir.name}", config=json.loads(config.to_json_best_effort()),
+        seed=config.seed, num_steps=config.num_steps, batch_size=config.batch_size,
+        init_state=lambda: gan.init_state(config.seed), state_template=gan.state_template,
+        step=parallel.compile_step(gan.train_step, placement, num_consts=1),
+        consts=(placement.replicate(batches.images),), batch=batches.batch,
+        periodic=(loop.Periodic(config.sample_every, sample_grid),),
+        describe=lambda step, state: learning_rates(state), guard_ignores=PRESENTATION_KEYS)
+    result = loop.run(task, workdir, placement, loop.Schedule(
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints, max_rollbacks=config.max_rollbacks,
+        rollback_lr_factor=config.rollback_lr_factor, progress=config.progress))
+    summary = {key: value for key, value in result.items()
+               if key not in ("state", "step", "best_step", "images_per_sec")}
+    rate = result["images_per_sec"]
+    return {"workdir": str(workdir), "steps": result["step"], **summary,
+            **learning_rates(result["state"]),
+            "it_per_s": rate / config.batch_size if rate else None}
 
 
 def save_grid(gan: Gan, state: GANState, config: ml_collections.ConfigDict, path) -> None:

@@ -1,5 +1,7 @@
-"""Every config file under experiments/configs loads, and its classifier sections build a model."""
+"""Every config file under experiments/configs loads, its classifier sections build a model,
+and presets sit one level from their family's schema (``*_base.py``)."""
 
+import ast
 import importlib
 import pathlib
 
@@ -8,8 +10,9 @@ import pytest
 
 from fer_jax import models
 
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / "experiments" /
-                                  "configs").glob("*.py") if p.stem != "__init__")
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
+BASES = {"classifier_base", "gan_base", "pipeline_base", "ablation_base"}
 
 
 GAN_MODELS = ("cgan", "dcgan")
@@ -34,3 +37,36 @@ def test_config_loads_and_names_known_models(name):
     for section in _classifier_sections(config):
         assert section.model in models.MODELS, (name, section.model)
         assert "init_from" in section  # every engine config has the warm-start option
+
+
+def _imported_configs(name: str) -> set[str]:
+    tree = ast.parse((CONFIG_DIR / f"{name}.py").read_text())
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and node.module == "experiments.configs" for alias in node.names}
+
+
+def _family(name: str) -> str:
+    """The schema a config belongs to, by name (bases: themselves)."""
+    if name in BASES:
+        return name
+    prefixes = {"gan_": "gan_base", "pipeline_": "pipeline_base", "ablation_": "ablation_base",
+                "seed_comparison_": "ablation_base"}
+    return next((base for prefix, base in prefixes.items() if name.startswith(prefix)),
+                "classifier_base")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_presets_start_from_their_schema_and_no_other_preset_of_it(name):
+    family = _family(name)
+    assert name == family or family in _imported_configs(name)
+    for imported in _imported_configs(name) - {family}:
+        # Another family's schema or preset fills a section (e.g. a pipeline's classifiers);
+        # a preset of its own family would be a second level of inheritance.
+        assert _family(imported) != family, (name, imported)
+
+
+def test_no_config_stores_a_path_to_another_run():
+    for name in CONFIGS:
+        code = "\n".join(line for line in (CONFIG_DIR / f"{name}.py").read_text().splitlines()
+                         if not line.lstrip().startswith(("#", "--", "nohup", "python")))
+        assert '"checkpoints/' not in code, name

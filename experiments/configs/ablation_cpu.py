@@ -12,23 +12,21 @@ makes recognizable there (disgust 84%, surprise 96%; fear only 7%, angry 37%):
         --out checkpoints/gan_cpu/synthetic_disgust_surprise_t0.5.npz
     nohup taskset -c 1 python -m experiments.ablation --config experiments/configs/ablation_cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/ablation_cpu \\
+        --config.synthetic_npz=checkpoints/gan_cpu/synthetic_disgust_surprise_t0.5.npz \\
         > checkpoints/ablation_cpu.log 2>&1 &
 
 A second seed in the same workdir (finished cells are kept; measured: 117 min on one core):
 ``--config.seeds=(0,1)``.
 """
 
-from experiments.configs import ablation_default, cpu, pipeline_default
-
-SYNTHETIC_NPZ = "checkpoints/gan_cpu/synthetic_disgust_surprise_t0.5.npz"
+from experiments.configs import ablation_base, cpu, pipeline_base
 
 
 def get_config():
-    config = ablation_default.get_config()
+    config = ablation_base.get_config()
     config.data.synthetic_sizes = None             # real data: pass --data
     config.seeds = (0,)
     config.equal_epoch_size = True
-    config.classifier = pipeline_default.classifier(cpu.get_config(), num_epochs=2,
-                                                    warmup_epochs=0.3, progress=False)
-    config.synthetic_npz = SYNTHETIC_NPZ
+    config.classifier = pipeline_base.classifier(cpu.get_config(), num_epochs=2,
+                                                 warmup_epochs=0.3, progress=False)
     return config

@@ -1,34 +1,12 @@
-"""Ablation on the embedded SYNTHETIC faces: both settings, both models, the four training-data
-variants, two seeds, with the tiny classifier of ``pipeline_default`` (the numbers are NOT
+"""Ablation on the embedded SYNTHETIC faces: the schema's defaults (the numbers are NOT
 FER-2013 results). Reuses a pipeline's synthetic faces when ``synthetic_npz`` is set.
 
     python -m experiments.ablation [--config experiments/configs/ablation_default.py] \\
         [--config.synthetic_npz=checkpoints/pipeline/synthetic.npz]
 """
 
-import ml_collections
-from ml_collections import config_dict
-
-from experiments.configs import pipeline_default
+from experiments.configs import ablation_base
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.data = pipeline_default.get_config().data
-    config.settings = ("seven", "six")
-    config.models = ("flat", "two_tier")
-    config.variants = ("none", "oversampling", "gan", "gan_oversampling")
-    config.seeds = (0, 1)
-    config.routing = "soft"
-    # Every run's engine config; each run sets grouping, seed, oversampling, synthetic .npz.
-    config.classifier = pipeline_default.classifier(**pipeline_default.SMALL)
-    # Oversampling draws each class up to the mean class count (epochs as long as the real
-    # split, equal compute across variants) instead of the majority count.
-    config.equal_epoch_size = False
-    config.checkpoint = "latest"               # "latest" | "best" (by val accuracy)
-    config.eval_split = "auto"                 # "auto": test when the source has one, else val
-    # Synthetic faces for the GAN variants: a .npz or a pipeline workdir holding synthetic.npz;
-    # None: train the GAN here with `gan_pipeline` (a pipeline config; its data is config.data).
-    config.synthetic_npz = config_dict.placeholder(str)
-    config.gan_pipeline = pipeline_default.get_config()
-    return config
+def get_config():
+    return ablation_base.get_config()

@@ -8,11 +8,11 @@ local devices) on several accelerators.
         --data ../shared/data/fer2013/fer2013_images.zip
 """
 
-from experiments.configs import smoke
+from experiments.configs import classifier_base
 
 
 def get_config():
-    config = smoke.get_config()
+    config = classifier_base.get_config()
     config.model = "vgg_fer"
     config.model_kwargs = {}
     config.dtype = "bfloat16"

@@ -9,11 +9,11 @@ val (PublicTest, 7 classes) 65.3% final, 66.2% with ``experiments.evaluate --tta
         --data ../shared/data/fer2013/fer2013_images.zip
 """
 
-from experiments.configs import smoke
+from experiments.configs import classifier_base
 
 
 def get_config():
-    config = smoke.get_config()
+    config = classifier_base.get_config()
     config.model = "compact"
     config.model_kwargs = {"width": 16, "multipliers": (2, 6, 16), "dense": 256, "dropout": 0.3}
     config.batch_size = 128

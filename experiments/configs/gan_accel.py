@@ -4,20 +4,21 @@ with the classifier of ``experiments/configs/accel.py`` (train it first). Use
 ``--config.parallel=pmap`` on several devices.
 
     python -m experiments.train_gan --config experiments/configs/gan_accel.py \\
-        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/gan_accel
+        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/gan_accel \\
+        --config.eval.classifier_workdir=checkpoints/accel
 """
 
-from experiments.configs import gan_smoke
+from experiments.configs import gan_base
 from fer_jax.classes import EMOTIONS
 
 
 def get_config():
-    config = gan_smoke.get_config()
-    config.cgan = gan_smoke.gan_hparams(
+    config = gan_base.get_config()
+    config.cgan = gan_base.gan_hparams(
         g_channels=(512, 256, 128, 64), d_channels=(64, 128, 256, 512), embed_dim=128,
         latent_dim=128, g_lr=1e-4, d_lr=4e-4, ema_decay=0.9999,
         augment_p=0.0, ada_target=0.6, ada_speed=0.0005)
-    config.dcgan = gan_smoke.gan_hparams(
+    config.dcgan = gan_base.gan_hparams(
         g_channels=(512, 256, 128), d_channels=(128, 256, 512), latent_dim=128,
         loss="nonsaturating", g_lr=2e-4, d_lr=2e-4, betas=(0.5, 0.999),
         augment_policy=(), augment_p=0.0, ada_target=0.0)
@@ -28,7 +29,6 @@ def get_config():
     config.sample_every = 2000
     config.baseline.classes = EMOTIONS
     config.baseline.num_steps = 10000
-    config.eval.classifier_workdir = "checkpoints/accel"
     config.eval.samples_per_class = 2000
     config.eval.cas_config = "cpu"
     config.eval.cas_overrides = {"num_epochs": 15}

@@ -7,16 +7,17 @@ steps take ~30 minutes and the seven 800-step DCGAN baselines ~20.
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
     python -m experiments.train_gan --config experiments/configs/gan_cpu.py \\
-        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/gan_cpu
+        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/gan_cpu \\
+        --config.eval.classifier_workdir=checkpoints/cpu
 """
 
-from experiments.configs import gan_smoke
+from experiments.configs import gan_base
 from fer_jax.classes import EMOTIONS
 
 
 def get_config():
-    config = gan_smoke.get_config()
-    config.cgan = gan_smoke.gan_hparams(
+    config = gan_base.get_config()
+    config.cgan = gan_base.gan_hparams(
         g_channels=(64, 32, 16, 8), d_channels=(8, 16, 32, 64), embed_dim=32, latent_dim=64,
         ema_decay=0.999,
         augment_p=0.0, ada_target=0.6, ada_speed=0.001)  # augment only once D overfits
@@ -28,7 +29,6 @@ def get_config():
     config.sample_every = 500
     config.baseline.classes = EMOTIONS          # the DCGAN baseline: one per class
     config.baseline.num_steps = 800
-    config.eval.classifier_workdir = "checkpoints/cpu"
     config.eval.samples_per_class = 1000
     config.eval.truncations = (0.0, 0.5, 1.0)   # plain latents and the truncation trick
     config.eval.cas_overrides = {"num_epochs": 5}

@@ -1,75 +1,12 @@
-"""GAN smoke run: tiny conditional GAN (+ a DCGAN baseline for disgust) on the embedded
-SYNTHETIC faces, evaluated with a quickly trained feature classifier. Under 2 minutes on 2 CPU
-cores. Every GAN config starts from this one and overrides what it changes.
+"""GAN smoke run: the schema's defaults, a tiny conditional GAN (+ a DCGAN baseline for
+disgust) on the embedded SYNTHETIC faces, evaluated with a quickly trained feature classifier.
+Under 2 minutes on 2 CPU cores.
 
     python -m experiments.train_gan --config experiments/configs/gan_smoke.py --workdir DIR
 """
 
-import ml_collections
-
-from fer_jax.classes import EMOTIONS
+from experiments.configs import gan_base
 
 
-def gan_hparams(**overrides) -> ml_collections.ConfigDict:
-    """Hyperparameters of one GAN model (``config.cgan`` / ``config.dcgan``)."""
-    hparams = ml_collections.ConfigDict({
-        "g_channels": (64, 32, 16, 8),   # generator widths at 6, 12, 24, 48 px (dcgan: 6, 12, 24)
-        "d_channels": (8, 16, 32, 64),   # discriminator widths, each block halves (but the last)
-        "embed_dim": 16,                 # cgan: class embedding concatenated to z
-        "latent_dim": 32,
-        "loss": "hinge",                 # "hinge" | "nonsaturating"
-        "r1_gamma": 0.0,                 # R1 penalty weight (0 = off)
-        "g_lr": 2e-4, "d_lr": 4e-4, "betas": (0.0, 0.9),
-        "ema_decay": 0.99,               # generator EMA used for sampling
-        "augment_policy": ("translation", "cutout", "brightness"),  # DiffAugment ops
-        "augment_p": 0.5,                # per-op probability (start value when ADA is on)
-        "ada_target": 0.6,               # adapt p towards E[sign D(real)] = target (0 = fixed p)
-        "ada_speed": 0.005, "ada_max_p": 0.8,
-    })
-    hparams.update(overrides)
-    return hparams
-
-
-def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.model = "cgan"             # "cgan" | "dcgan" (baseline: one DCGAN per class)
-    config.data = ml_collections.ConfigDict({
-        "source": ml_collections.config_dict.placeholder(str),   # None: synthetic faces
-        "synthetic_sizes": {"num_train": 1200, "num_val": 300, "num_test": 0},
-        "val_fraction": 0.1, "split_seed": 0,
-        "strict": True, "resize": False})  # strict=False: skip bad records; resize=True: to 48x48
-    config.classes = EMOTIONS         # classes drawn uniformly for every batch
-    config.seed = 0
-    config.parallel = "jit"           # "jit" | "pmap"
-    config.batch_size = 32
-    config.num_steps = 100
-    config.log_every = 20
-    config.checkpoint_every = 40
-    config.sample_every = 50
-    config.grid_columns = 8
-    config.keep_checkpoints = 2
-    config.max_rollbacks = 3          # divergence guard: NaN/inf -> last checkpoint, lr x factor
-    config.rollback_lr_factor = 0.5
-    config.debug_nan_step = -1        # test hook: poison the generator once at this step
-
-    config.cgan = gan_hparams()
-    config.dcgan = gan_hparams(g_channels=(64, 32, 16), d_channels=(16, 32, 64),
-                               loss="nonsaturating", g_lr=2e-4, d_lr=2e-4, betas=(0.5, 0.999),
-                               augment_policy=(), augment_p=0.0, ada_target=0.0)
-    # DCGAN baseline trained (per class) beside a cgan run, and compared with it.
-    config.baseline = ml_collections.ConfigDict({"classes": ("disgust",), "num_steps": 100})
-
-    config.eval = ml_collections.ConfigDict({
-        # Workdir of a classifier trained on real data (experiments.train_classifier); unset
-        # or empty: train one here (<workdir>/feature_classifier) with classifier_config.
-        "classifier_workdir": ml_collections.config_dict.placeholder(str),
-        "classifier_config": "smoke",    # experiments/configs/<name>.py (classifier configs)
-        "classifier_overrides": {"num_epochs": 3},
-        "samples_per_class": 100,        # generated images per class for recognizability
-        "truncations": (0.0,),           # latent truncations evaluated (0: plain normal z)
-        "cas": True,                     # CAS: train cas_config on generated images only
-        "cas_config": "smoke",
-        "cas_overrides": {"num_epochs": 3},
-        "cas_samples_per_class": 100,
-    })
-    return config
+def get_config():
+    return gan_base.get_config()

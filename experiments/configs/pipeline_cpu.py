@@ -3,29 +3,28 @@ first: ``python -m experiments.train_gan --config experiments/configs/gan_cpu.py
 --workdir checkpoints/gan_cpu``, ~50 min), up to 2000 synthetic faces per minority class at
 truncation 0.5, and the engine's CPU classifier (``cpu.py``) trained briefly on class-balanced
 epochs of ``target_per_class`` images per class (the flat model, then each two-tier member
-fine-tuning it): about 25 minutes on one core. ``--config.gan_workdir=`` (empty) trains a 1200-step GAN here instead
-(~7 min; blurry faces).
+fine-tuning it): about 25 minutes on one core. Without ``--config.gan_workdir`` it trains a
+1200-step GAN here instead (~7 min; blurry faces).
 
     nohup python -m experiments.pipeline --config experiments/configs/pipeline_cpu.py \\
-        --data ../shared/data/fer2013/fer2013_images.zip \\
+        --data ../shared/data/fer2013/fer2013_images.zip --config.gan_workdir=checkpoints/gan_cpu \\
         --workdir checkpoints/pipeline_cpu > checkpoints/pipeline_cpu.log 2>&1 &
 """
 
-from experiments.configs import cpu, gan_cpu, pipeline_default
+from experiments.configs import cpu, gan_cpu, pipeline_base
 
 
 def member(num_epochs: int, target_per_class: int, **overrides):
     """The engine's CPU classifier for ``num_epochs`` class-balanced epochs."""
-    config = pipeline_default.classifier(cpu.get_config(), num_epochs=num_epochs, **overrides)
+    config = pipeline_base.classifier(cpu.get_config(), num_epochs=num_epochs, **overrides)
     config.data.target_per_class = target_per_class
     config.progress = False
     return config
 
 
 def get_config():
-    config = pipeline_default.get_config()
+    config = pipeline_base.get_config()
     config.data.synthetic_sizes = None            # real data: pass --data
-    config.gan_workdir = "checkpoints/gan_cpu"    # experiments.train_gan with gan_cpu.py
     config.gan = gan_cpu.get_config()             # used when gan_workdir is unset
     config.gan.num_steps = 1200                   # ~7 min on one core (gan_cpu: 6000)
     config.gan.checkpoint_every = 200

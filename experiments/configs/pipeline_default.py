@@ -1,72 +1,12 @@
-"""Pipeline on the embedded SYNTHETIC faces, sized to finish end to end in under 5 minutes on
-2 CPU cores: a tiny conditional GAN, a small synthetic top-up, narrow ``compact`` classifiers
-for a few epochs. Its numbers show that the pipeline works; they are NOT FER-2013 results.
-Every pipeline config starts from this one and overrides what it changes.
+"""Pipeline on the embedded SYNTHETIC faces: the schema's defaults, sized to finish end to end
+in under 5 minutes on 2 CPU cores. Its numbers show that the pipeline works; they are NOT
+FER-2013 results.
 
     python -m experiments.pipeline [--config experiments/configs/pipeline_default.py]
 """
 
-import ml_collections
-from ml_collections import config_dict
-
-from experiments.configs import gan_smoke, smoke
-
-# The default's classifiers: smoke net, 6 epochs of batch 32 (about half a minute each here).
-SMALL = {"num_epochs": 6, "batch_size": 32, "progress": False}
+from experiments.configs import pipeline_base
 
 
-def classifier(base: ml_collections.ConfigDict | None = None, *, oversample: bool = True,
-               gan_mixing: bool = True, **overrides) -> ml_collections.ConfigDict:
-    """One classifier section: an engine config (default: the smoke config, a narrow
-    ``compact`` net) with ``overrides`` (e.g. ``num_epochs``). ``grouping`` is set by the
-    pipeline (the setting for the flat model, the member groupings for two-tier);
-    ``data.gan_mixing`` mixes the pipeline's synthetic faces into its training epochs."""
-    config = smoke.get_config() if base is None else base
-    config.data.oversample = oversample
-    config.data.gan_mixing = gan_mixing
-    config.update(overrides)
-    return config
-
-
-def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.data = ml_collections.ConfigDict({
-        "source": config_dict.placeholder(str),      # None: the synthetic faces; --data PATH
-        "synthetic_sizes": {"num_train": 1400, "num_val": 350, "num_test": 350},
-        "val_fraction": 0.1, "split_seed": 0,
-        "strict": True, "resize": False})  # strict=False: skip bad records; resize=True: to 48x48
-    config.setting = "seven"                      # "seven" (with disgust) | "six" (the seed's)
-
-    # A finished `experiments.train_gan` run to sample instead of training config.gan here.
-    config.gan_workdir = config_dict.placeholder(str)
-    config.gan = gan_smoke.get_config()           # see experiments/configs/gan_smoke.py
-    config.gan.num_steps = 100
-    config.gan.checkpoint_every = 50
-    config.gan.sample_every = 100
-    config.gan.log_every = 25
-
-    # Synthetic faces of minority classes: per class, as many as the training mix can use
-    # (up to max_synthetic_share of the majority count), at most max_per_class.
-    config.synthesize = ml_collections.ConfigDict({
-        "classes": ("angry", "disgust", "fear", "surprise"), "max_per_class": 200, "seed": 0,
-        "truncation": 0.0})   # > 0: latents truncated to [-t, t] (synthesize --truncation)
-
-    config.flat = classifier(**SMALL)
-    config.flat.grouping = config.get_ref("setting")
-    config.two_tier = ml_collections.ConfigDict({
-        "setting": config.get_ref("setting"),
-        "routing": "soft",                           # "soft": p(group) p(class|group) | "hard"
-        "init_from_flat": False,                     # members fine-tune the flat model
-        "tier1": classifier(**SMALL),
-        "negative": classifier(**SMALL),
-        "positive": classifier(**SMALL)})
-
-    config.eval = ml_collections.ConfigDict({
-        "checkpoint": "latest",                      # "latest": final model | "best": best on val
-        "tta": False,
-        # 6-class decision offsets (experiments.calibrate): "seed" (beat the seed's recall
-        # profile) | "balanced" | None; fitted and cross-fitted on val, never on test.
-        "calibration": "seed",
-        "calibration_folds": 2,
-        "gan_samples_per_class": 100})               # GAN recognizability by the flat model
-    return config
+def get_config():
+    return pipeline_base.get_config()

@@ -5,11 +5,11 @@ the 6-class setting (disgust dropped), 50 epochs. A baseline; slow on CPU (~30-8
         --data ../shared/data/fer2013/fer2013_images.zip
 """
 
-from experiments.configs import smoke
+from experiments.configs import classifier_base
 
 
 def get_config():
-    config = smoke.get_config()
+    config = classifier_base.get_config()
     config.model = "seed_cnn"
     config.model_kwargs = {}
     config.grouping = "six"

@@ -9,15 +9,17 @@ About 90 minutes on ONE core of this machine.
         > checkpoints/seed_comparison_cpu.log 2>&1 &
 """
 
-from experiments.configs import ablation_cpu
+from experiments.configs import ablation_base, cpu, pipeline_base
 
 
 def get_config():
-    config = ablation_cpu.get_config()
+    config = ablation_base.get_config()
+    config.data.synthetic_sizes = None             # real data: pass --data
     config.settings = ("six",)
     config.models = ("two_tier",)
     config.variants = ("oversampling",)
-    config.classifier.num_epochs = 20
-    config.classifier.warmup_epochs = 1.0
-    config.synthetic_npz = None
+    config.seeds = (0,)
+    config.equal_epoch_size = True
+    config.classifier = pipeline_base.classifier(cpu.get_config(), num_epochs=20,
+                                                 warmup_epochs=1.0, progress=False)
     return config

@@ -1,60 +1,11 @@
-"""Classifier smoke run: a narrow ``compact`` net for a few epochs on the embedded SYNTHETIC
-faces; under 2 minutes on 2 CPU cores. Every classifier config starts from this one and
-overrides what it changes.
+"""Classifier smoke run: the schema's defaults, a narrow ``compact`` net for a few epochs on
+the embedded SYNTHETIC faces; under 2 minutes on 2 CPU cores.
 
     python -m experiments.train_classifier --config experiments/configs/smoke.py --workdir DIR
 """
 
-import ml_collections
-from ml_collections import config_dict
+from experiments.configs import classifier_base
 
 
-def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.model = "compact"          # see fer_jax.models.MODELS
-    config.model_kwargs = ml_collections.ConfigDict(
-        {"width": 8, "multipliers": (2, 4, 8), "dense": 64})
-    config.dtype = "float32"          # compute dtype: "float32" | "bfloat16" (params stay f32)
-    config.grouping = "seven"         # fer_jax.classes grouping: "seven", "six" (no disgust), ...
-
-    config.data = ml_collections.ConfigDict({
-        "source": config_dict.placeholder(str),         # None: the synthetic faces
-        "synthetic_sizes": {"num_train": 2400, "num_val": 600, "num_test": 600},
-        "val_fraction": 0.1,                            # val carved from train if a source has none
-        "split_seed": 0,
-        "strict": True,                                 # False: skip bad records (--skip-bad)
-        "resize": False,                                # True: non-48x48 images resized to it
-        "oversample": False,                            # class-balanced epochs (sampling contract)
-        "target_per_class": config_dict.placeholder(int),
-        "synthetic_npz": config_dict.placeholder(str),  # GAN images .npz to mix in
-        "max_synthetic_share": 0.5,
-    })
-    config.augment = ml_collections.ConfigDict({
-        "max_shift": 4, "flip": True, "max_rotation_deg": 10.0, "brightness": 0.15,
-        "contrast": 0.15, "pad_mode": "edge",
-    })
-
-    config.init_from = config_dict.placeholder(str)  # trained classifier workdir: fine-tune it
-    config.seed = 0
-    config.parallel = "jit"           # "jit" | "pmap"
-    config.batch_size = 64
-    config.eval_batch_size = 256
-    config.num_epochs = 10
-
-    config.optimizer = "adamw"        # "sgd" (momentum, nesterov) | "adam" | "adamw"
-    config.learning_rate = 1e-2
-    config.momentum = 0.9
-    config.nesterov = True
-    config.weight_decay = 1e-4
-    config.schedule = "cosine"        # "cosine" (with warmup) | "constant" | "plateau"
-    config.warmup_epochs = 0.5
-    config.plateau_factor = 0.5       # schedule="plateau": lr x factor after `patience` flat epochs
-    config.plateau_patience = 3
-    config.label_smoothing = 0.0
-    config.grad_clip_norm = 0.0       # 0 = off
-
-    config.log_every_steps = 10
-    config.checkpoint_every_steps = 0  # 0: only at epoch ends (and on SIGTERM/SIGINT)
-    config.keep_checkpoints = 2        # latest N, plus the best by val accuracy
-    config.progress = True             # tqdm bars
-    return config
+def get_config():
+    return classifier_base.get_config()
