@@ -12,20 +12,15 @@ draws latents from the normal truncated to [-T, T]: more typical, less varied fa
 from __future__ import annotations
 
 import argparse
-import pathlib
-
-import numpy as np
 
 from experiments.cli import check_output_file, run_main
-from fer_jax import plots
-from gan.sample import load_generators, parse_per_class
-
-GRID_COLUMNS = 10
+from gan.sample import parse_per_class, synthesize
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.synthesize",
-                                     description=__doc__.splitlines()[0])
+                                     description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--workdir", required=True, help="GAN run directory (train_gan)")
     parser.add_argument("--per-class", required=True, metavar="CLASS=N,...",
                         help="images per class, e.g. disgust=4000,fear=1000")
@@ -38,21 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag, path in (("--out", args.out), ("--grid", args.grid)):
         if path:
             check_output_file(path, flag)
-
-    per_class = parse_per_class(args.per_class)
-    generators = load_generators(args.workdir)
-    synthetic = generators.sample(per_class, args.seed, args.truncation)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, images=synthetic.images, labels=synthetic.labels)
-    print(f"wrote {len(synthetic)} images to {out}: "
-          + ", ".join(f"{name} {count}" for name, count in synthetic.counts().items() if count))
-    if args.grid:
-        names = [name for name, count in per_class.items() if count]
-        plots.save_image_grid_png(generators.grid(names, GRID_COLUMNS, args.seed,
-                                                  args.truncation), args.grid,
-                                  row_names=names, title=f"samples of {args.workdir}")
-        print(f"wrote sample grid {args.grid}")
+    synthesize(args.workdir, parse_per_class(args.per_class), args.out, seed=args.seed,
+               truncation=args.truncation, grid=args.grid)
     return 0
 
 

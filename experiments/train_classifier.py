@@ -21,6 +21,7 @@ from experiments.cli import (
     run_main,
 )
 from fer_jax import parallel, train
+from fer_jax.errors import Interrupted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{config.data.source or 'SYNTHETIC faces (no --data)'}", flush=True)
     summary = train.train_and_evaluate(config, workdir)
     print(json.dumps(summary))
-    return 128 + summary["interrupted"] if summary["interrupted"] else 0
+    if summary["interrupted"]:
+        raise Interrupted(f"training in {workdir}", summary["interrupted"])
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 
 import ml_collections
 
@@ -27,9 +26,10 @@ from experiments.cli import (
     parse_with_config,
     run_main,
 )
+from fer_jax import inference
 from fer_jax.checkpoint import has_checkpoint
 from fer_jax.data import load_from_config
-from fer_jax.errors import FerCheckpointError
+from fer_jax.errors import FerCheckpointError, Interrupted
 from fer_jax.train import train_and_evaluate
 from gan import metrics, sample, train
 
@@ -43,12 +43,11 @@ def classifier_config(name: str, overrides) -> ml_collections.ConfigDict:
     return config
 
 
-def exit_if_interrupted(signal: int | None) -> None:
-    """Ends the program with 128 + ``signal`` when a stage stopped on SIGTERM/SIGINT (it saved
-    a checkpoint first, so rerunning the command resumes)."""
+def stop_if_interrupted(what: str, signal: int | None) -> None:
+    """Raises :class:`Interrupted` when ``what`` stopped on SIGTERM/SIGINT (it saved a
+    checkpoint first, so rerunning the command resumes)."""
     if signal:
-        print(f"stopped by signal {signal}: rerun the same command to resume")
-        sys.exit(128 + signal)
+        raise Interrupted(what, signal)
 
 
 def baseline_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, stage_config, stage_dir in stages:
         runs[name] = (stage_dir, train.train_gan(stage_config, stage_dir, data))
         for run in runs[name][1]["runs"].values():
-            exit_if_interrupted(run["interrupted"])
+            stop_if_interrupted(f"{name} training", run["interrupted"])
 
     classifier_dir = eval_config.classifier_workdir
     if not classifier_dir:
@@ -92,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = train_and_evaluate(classifier_config(eval_config.classifier_config,
                                                        eval_config.classifier_overrides),
                                      classifier_dir, data=data)
-        exit_if_interrupted(summary["interrupted"])
-    classifier = metrics.load_feature_classifier(classifier_dir)
+        stop_if_interrupted("feature classifier training", summary["interrupted"])
+    classifier = inference.load(classifier_dir, "best")
 
     reports, generators = {}, {}
     for name, (run_dir, _) in runs.items():
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             classifier_config(eval_config.cas_config, eval_config.cas_overrides),
             workdir / "cas_classifier",
             samples_per_class=eval_config.cas_samples_per_class, seed=config.seed)
-        exit_if_interrupted(result["cas"]["interrupted"])
+        stop_if_interrupted("CAS classifier training", result["cas"]["interrupted"])
 
     print(f"\nFER-FID (lower is better; floor: real val vs real train) and recognizability "
           f"(share of generated images {classifier.description} assigns to their class; "

@@ -23,3 +23,13 @@ class FerDataError(FerError):
 
 class FerCheckpointError(FerError):
     """A checkpoint that cannot be read or does not match the model/config being restored."""
+
+
+class Interrupted(FerError):
+    """A run stopped on a signal (SIGTERM/SIGINT) after saving its checkpoint; entry points
+    exit with 128 + ``signal_number``."""
+
+    def __init__(self, what: str, signal_number: int):
+        super().__init__(f"{what} stopped by signal {signal_number}; its checkpoint is saved: "
+                         "rerun the same command to resume")
+        self.signal_number = signal_number

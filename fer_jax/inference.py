@@ -1,5 +1,6 @@
-"""Inference of trained classifiers: probabilities (with test-time augmentation), loading a
-trained run, and the :class:`Predictor` every evaluation uses."""
+"""Trained classifiers: :func:`load` (a flat run or a two-tier directory) gives the one
+:class:`Classifier` every evaluation uses (probabilities with test-time augmentation,
+penultimate features), over one batched prediction loop."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import functools
 import pathlib
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fer_jax import checkpoint, classes, metrics
+from fer_jax import checkpoint as checkpoint_lib
+from fer_jax import classes, metrics, two_tier
 from fer_jax.data import augment as augment_lib
 from fer_jax.data.dataset import Split
 from fer_jax.errors import FerCheckpointError
-from fer_jax.state import TrainState, build_model, create_train_state
+from fer_jax.state import build_model, state_template
 
 TTA_VIEWS = ((False, 0, 0), (True, 0, 0), (False, 2, 0), (False, -2, 0), (False, 0, 2),
              (False, 0, -2))
@@ -35,7 +38,7 @@ def _shifted(x, dy: int, dx: int):
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "tta"))
-def _predict_batch(apply_fn, variables, images_uint8, tta: bool):
+def _probabilities_batch(apply_fn, variables, images_uint8, tta: bool):
     x = augment_lib.to_float(images_uint8)
     if not tta:
         return jax.nn.softmax(apply_fn(variables, x, train=False).astype(jnp.float32))
@@ -45,34 +48,41 @@ def _predict_batch(apply_fn, variables, images_uint8, tta: bool):
     return jnp.mean(jnp.stack(probs), axis=0)
 
 
-def predict_probabilities(apply_fn, variables, images: np.ndarray, *, batch_size: int = 256,
-                          tta: bool = False, progress: str | None = None) -> np.ndarray:
-    """Class probabilities ``float32 [N, C]`` for uint8 images ``[N, 48, 48]``, in batches (the
-    last one padded, so one compilation). ``tta`` averages over :data:`TTA_VIEWS` (identity,
-    flip, four 2-pixel shifts). ``progress``: a tqdm description, or None for no bar."""
-    n = len(images)
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _features_batch(apply_fn, variables, images_uint8):
+    """The input of the network's last Dense layer (its penultimate features)."""
+    inputs = []
+
+    def record_dense_inputs(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
+            inputs.append(args[0])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record_dense_inputs):
+        apply_fn(variables, augment_lib.to_float(images_uint8), train=False)
+    return inputs[-1].astype(jnp.float32)
+
+
+def _in_batches(batch_fn: Callable[[np.ndarray], jax.Array], images: np.ndarray, *,
+                batch_size: int, progress: str | None) -> np.ndarray:
+    """``batch_fn`` over uint8 images ``[N, 48, 48]`` in batches, the last one padded (so one
+    compilation); rows concatenated. ``progress``: a tqdm description, or None for no bar."""
     out = []
-    for start in tqdm(range(0, n, batch_size), desc=progress, disable=progress is None,
-                      leave=False):
+    for start in tqdm(range(0, len(images), batch_size), desc=progress,
+                      disable=progress is None, leave=False):
         chunk = images[start:start + batch_size]
         padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
                                                  np.uint8)])
-        out.append(np.asarray(_predict_batch(apply_fn, variables, padded, tta))[:len(chunk)])
+        out.append(np.asarray(batch_fn(padded))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def predict_logits(state_or_variables, images: np.ndarray, *, model=None,
-                   batch_size: int = 256) -> np.ndarray:
-    """Log-probabilities ``[N, C]`` (logits up to a constant) of uint8 images ``[N, 48, 48]``,
-    from a :class:`TrainState` or from ``variables`` plus ``model``."""
-    if isinstance(state_or_variables, TrainState):
-        apply_fn = state_or_variables.apply_fn
-        variables = {"params": state_or_variables.params,
-                     "batch_stats": state_or_variables.batch_stats}
-    else:
-        apply_fn, variables = model.apply, state_or_variables
-    probs = predict_probabilities(apply_fn, variables, images, batch_size=batch_size)
-    return np.log(np.maximum(probs, 1e-30))
+def predict_probabilities(apply_fn, variables, images: np.ndarray, *, batch_size: int = 256,
+                          tta: bool = False, progress: str | None = None) -> np.ndarray:
+    """Class probabilities ``float32 [N, C]`` of uint8 images ``[N, 48, 48]``. ``tta``
+    averages over :data:`TTA_VIEWS` (identity, flip, four 2-pixel shifts)."""
+    return _in_batches(lambda batch: _probabilities_batch(apply_fn, variables, batch, tta),
+                       images, batch_size=batch_size, progress=progress)
 
 
 def evaluate_split(apply_fn, variables, split: Split, class_names, *, batch_size: int,
@@ -86,53 +96,130 @@ def evaluate_split(apply_fn, variables, split: Split, class_names, *, batch_size
     return metrics.classification_report(confusion, class_names), loss
 
 
-# ----------------------------------------------------------------------------- loading
-def load_trained(workdir: str | pathlib.Path, *, best: bool = True):
-    """``(model, variables, config)`` of a trained run: the best-by-val checkpoint when
-    ``best`` (falling back to the latest when none has a val metric), else the latest."""
+# ----------------------------------------------------------------------------- classifiers
+CHECKPOINTS: tuple[str, ...] = ("latest", "best")
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A trained classifier: uint8 faces ``[N, 48, 48]`` -> probabilities over ``grouping``.
+
+    Flat: one network (``model``, ``variables``, its ``config`` and checkpoint ``step``).
+    Two-tier: ``members`` (``tier1``, ``negative``, ``positive``: flat classifiers of the
+    setting's member groupings) combined by :func:`fer_jax.two_tier.route` with ``routing``.
+    Load either kind with :func:`load`.
+    """
+
+    grouping: classes.Grouping
+    description: str
+    model: nn.Module | None = None
+    variables: dict | None = None
+    config: ml_collections.ConfigDict | None = None
+    step: int | None = None
+    members: dict[str, Classifier] | None = None
+    routing: str | None = None
+    batch_size: int = 256
+
+    def __post_init__(self):
+        if self.members is None:
+            return
+        for name, grouping in two_tier.member_groupings(self.grouping.name).items():
+            member = self.members[name]
+            if member.grouping.name != grouping.name:
+                raise FerCheckpointError(
+                    f"{member.description}: member {name!r} predicts grouping "
+                    f"{member.grouping.name!r}; the {self.grouping.name} setting needs "
+                    f"{grouping.name!r}")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.grouping.class_names
+
+    @property
+    def steps(self) -> dict[str, int]:
+        """The checkpoint step of each network: ``{"flat": s}`` or ``{member: s}``."""
+        if self.members is None:
+            return {"flat": self.step}
+        return {name: member.step for name, member in self.members.items()}
+
+    def probabilities(self, images: np.ndarray, *, tta: bool = False,
+                      progress: str | None = None) -> np.ndarray:
+        """float32 ``[N, C]`` over :attr:`class_names`; ``tta`` averages over
+        :data:`TTA_VIEWS`; ``progress``: a progress-bar description, or None."""
+        if self.members is None:
+            return predict_probabilities(self.model.apply, self.variables, images,
+                                         batch_size=self.batch_size, tta=tta, progress=progress)
+        return self.route(self.member_probabilities(images, tta=tta, progress=progress))
+
+    def member_probabilities(self, images: np.ndarray, *, tta: bool = False,
+                             progress: str | None = None) -> dict[str, np.ndarray]:
+        """Two-tier: ``{member: probabilities over its grouping}``."""
+        return {name: member.probabilities(images, tta=tta,
+                                           progress=progress and f"{progress} [{name}]")
+                for name, member in self.members.items()}
+
+    def route(self, member_probs: dict[str, np.ndarray], routing: str | None = None):
+        """Two-tier: member probabilities -> probabilities over the setting's classes
+        (``routing`` defaults to the model's)."""
+        return two_tier.route(*(member_probs[name] for name in two_tier.MEMBERS),
+                              setting=self.grouping.name, routing=routing or self.routing)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """float32 ``[N, D]``: the penultimate features (input of the last Dense layer); of a
+        two-tier model, its members' features side by side."""
+        if self.members is None:
+            return _in_batches(lambda batch: _features_batch(self.model.apply, self.variables,
+                                                             batch),
+                               images, batch_size=self.batch_size, progress=None)
+        return np.concatenate([member.features(images) for member in self.members.values()],
+                              axis=1)
+
+    def with_routing(self, routing: str) -> Classifier:
+        """This two-tier model with another routing."""
+        return dataclasses.replace(
+            self, routing=routing,
+            description=self.description.replace(f"({self.routing} routing)",
+                                                 f"({routing} routing)"))
+
+
+def load(workdir: str | pathlib.Path, checkpoint: str = "latest", *,
+         routing: str | None = None, batch_size: int = 256) -> Classifier:
+    """The classifier trained in ``workdir``: a flat run (its ``checkpoint``: ``"latest"``, or
+    ``"best"`` by val accuracy, falling back to the latest when none has one) or a two-tier
+    directory (manifest; each member's ``checkpoint``; ``routing`` overrides its own).
+
+    Raises FerCheckpointError when there is no trained classifier, a member predicts another
+    grouping than the setting needs, or ``routing`` is given for a flat run.
+    """
     workdir = pathlib.Path(workdir)
-    if not checkpoint.has_checkpoint(workdir):
-        raise FerCheckpointError(f"{workdir / checkpoint.CHECKPOINT_DIR}: no checkpoint found "
-                                 "(train first, or check --workdir)")
-    with checkpoint.Checkpointer(workdir) as ckpt:
-        step = ckpt.best_step() if best else None
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {checkpoint!r}; expected one of {CHECKPOINTS}")
+    if two_tier.is_two_tier(workdir):
+        setting, own_routing, member_dirs = two_tier.read_manifest(workdir)
+        routing = routing or own_routing
+        members = {name: load(path, checkpoint, batch_size=batch_size)
+                   for name, path in member_dirs.items()}
+        return Classifier(two_tier.setting_grouping(setting),
+                          f"two-tier {setting} ({routing} routing) from {workdir}, {checkpoint} "
+                          "checkpoints", members=members, routing=routing, batch_size=batch_size)
+    if routing is not None:
+        raise FerCheckpointError(f"{workdir}: routing applies to two-tier models; this is a "
+                                 "flat classifier run")
+    if not checkpoint_lib.has_checkpoint(workdir):
+        raise FerCheckpointError(f"{workdir / checkpoint_lib.CHECKPOINT_DIR}: no checkpoint "
+                                 "found (train first, or check --workdir)")
+    with checkpoint_lib.Checkpointer(workdir) as ckpt:
+        step = ckpt.best_step() if checkpoint == "best" else None
         meta, saved = ckpt.read_json(step)
         if "model" not in saved:
             raise FerCheckpointError(f"{ckpt.directory}: checkpoint has no classifier config")
         config = ml_collections.ConfigDict(saved)
         steps_per_epoch = int(meta.get("steps_per_epoch", 1))
-        target = jax.eval_shape(lambda: create_train_state(config, 0, steps_per_epoch))
-        target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), target)
-        restored = ckpt.restore({"state": target}, step)
-    state = restored.state["state"]
-    model = build_model(config)
-    return model, {"params": state.params, "batch_stats": state.batch_stats}, config
-
-
-@dataclasses.dataclass(frozen=True)
-class Predictor:
-    """Images -> probabilities over ``class_names`` (the classes of ``grouping``)."""
-
-    predict: Callable[..., np.ndarray]
-    class_names: tuple[str, ...]
-    grouping: classes.Grouping
-    description: str
-
-    def __call__(self, images: np.ndarray, *, tta: bool = False,
-                 progress: str | None = None) -> np.ndarray:
-        return self.predict(images, tta=tta, progress=progress)
-
-
-def load_predictor(workdir: str | pathlib.Path, *, best: bool = True,
-                   batch_size: int = 256) -> Predictor:
-    """A :class:`Predictor` for the classifier trained in ``workdir`` (see :func:`load_trained`);
-    the one entry point evaluation uses, so other predictors (e.g. two-tier) can plug in."""
-    model, variables, config = load_trained(workdir, best=best)
+        restored = ckpt.restore(state_template(config, steps_per_epoch), step)
+    state = restored.state
     grouping = classes.grouping(config.grouping)
-
-    def predict(images, *, tta=False, progress=None):
-        return predict_probabilities(model.apply, variables, images, batch_size=batch_size,
-                                     tta=tta, progress=progress)
-
-    return Predictor(predict, grouping.class_names, grouping,
-                     f"{config.model} ({grouping.name}) from {workdir}")
+    return Classifier(grouping, f"{config.model} ({grouping.name}) from {workdir}, "
+                                f"{checkpoint} checkpoint (step {restored.step})",
+                      model=build_model(config),
+                      variables={"params": state.params, "batch_stats": state.batch_stats},
+                      config=config, step=restored.step, batch_size=batch_size)

@@ -1,7 +1,9 @@
-"""Tables, figures and the markdown report of the pipeline and the ablation.
+"""Tables, figures and markdown reports of evaluations, calibrations, the pipeline and the
+ablation.
 
-Everything here reads the JSON the pipeline stages wrote (``classification_report`` dicts from
-:mod:`fer_jax.metrics`), so a report can be rebuilt without touching a model.
+Everything here reads the JSON the evaluations wrote (``classification_report`` dicts from
+:mod:`fer_jax.metrics`, :mod:`fer_jax.evaluation`), so a report can be rebuilt without touching
+a model.
 """
 
 from __future__ import annotations
@@ -13,15 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fer_jax import plots
-
-# The seed project's published result: its Keras CNN in the 6-class setting (disgust dropped),
-# per-class recall on its test split and overall accuracy (fractions).
-SEED_REFERENCE = {
-    "setting": "six",
-    "accuracy": 0.65,
-    "recall": {"angry": 0.58, "fear": 0.45, "happy": 0.84, "neutral": 0.59, "sad": 0.59,
-               "surprise": 0.76},
-}
+from fer_jax.evaluation import SEED_REFERENCE
 
 FIGURES = {
     "confusion_flat": "confusion_flat.png",
@@ -33,6 +27,8 @@ FIGURES = {
 MODEL_LABELS = {"flat": "flat", "two_tier": "two-tier", "two_tier_soft": "two-tier (soft)",
                 "two_tier_hard": "two-tier (hard)"}
 VIEW_LABELS = {"seven": "7-class", "six": "6-class"}
+VARIANT_LABELS = {"none": "none", "oversampling": "oversampling", "gan": "GAN",
+                  "gan_oversampling": "GAN + oversampling"}
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -354,6 +350,29 @@ def render_pipeline_report(results: Mapping) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- calibration
+CALIBRATION_LABELS = {"uncalibrated": "uncalibrated",
+                      "cross_fitted": "calibrated, cross-fitted (mean)",
+                      "in_sample": "calibrated, in-sample"}
+
+
+def calibration_table(result: Mapping) -> str:
+    """Per class of an ``experiments.calibrate`` result: the reference recall (when any), the
+    recall of each report and the lowest cross-fitted recall over the repeats; then accuracy
+    and macro-F1."""
+    reports, reference = result["reports"], result["reference"]
+    rows = [[name, *([percent(reference[name])] if reference is not None else []),
+             *(percent(r["per_class"][name]["recall"]) for r in reports.values()),
+             percent(reports["cross_fitted"]["per_class"][name]["recall_min"])]
+            for name in reports["uncalibrated"]["classes"]]
+    for metric in ("accuracy", "macro_f1"):
+        rows.append([metric, *([""] if reference is not None else []),
+                     *(percent(r[metric]) for r in reports.values()), ""])
+    header = ["class", *(["seed"] if reference is not None else []),
+              *(CALIBRATION_LABELS[k] for k in reports), "cross-fitted (min)"]
+    return text_table(header, rows)
+
+
 # ----------------------------------------------------------------------------- ablation
 def mean_std(values: Sequence[float | None]) -> str:
     """``"m ± s"`` in percent over the non-None values (``n/a`` when there are none)."""
@@ -363,3 +382,105 @@ def mean_std(values: Sequence[float | None]) -> str:
     if len(values) == 1:
         return percent(values[0])
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+
+
+def summarize(cells) -> list[dict]:
+    """One row per (setting, model, variant) of ablation cells, in first-seen order: mean and
+    standard deviation over seeds of accuracy, macro-F1 and disgust recall (None in the
+    6-class setting)."""
+    groups: dict[tuple, list[dict]] = {}
+    for cell in cells:
+        groups.setdefault((cell["setting"], cell["model"], cell["variant"]), []).append(cell)
+    rows = []
+    for (setting, model, variant), members in groups.items():
+        row = {"setting": setting, "model": model, "variant": variant,
+               "seeds": sorted(c["seed"] for c in members), "split": members[0]["split"]}
+        for metric in ("accuracy", "macro_f1", "disgust_recall"):
+            values = [c[metric] for c in members if c[metric] is not None]
+            row[metric] = {"mean": float(np.mean(values)) if values else None,
+                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                           "values": values}
+        rows.append(row)
+    return rows
+
+
+def six_class_reports(cells) -> dict[str, dict]:
+    """Per (model, variant) of the 6-class ablation cells, in first-seen order: per-class recall
+    and accuracy averaged over seeds, shaped like a ``classification_report`` for the seed
+    tables."""
+    groups: dict[str, list[dict]] = {}
+    for cell in cells:
+        if cell["setting"] == "six":
+            label = f"{MODEL_LABELS[cell['model']]}, {VARIANT_LABELS[cell['variant']]}"
+            groups.setdefault(label, []).append(cell["report"])
+    return {label: {"classes": reports[0]["classes"],
+                    "accuracy": float(np.mean([r["accuracy"] for r in reports])),
+                    "per_class": {name: {"recall": float(np.mean(
+                        [r["per_class"][name]["recall"] for r in reports]))}
+                        for name in reports[0]["classes"]}}
+            for label, reports in groups.items()}
+
+
+def _ablation_seed_section(ablation: Mapping) -> list[str]:
+    """Markdown: each 6-class cell's per-class recall beside the seed's, and the figure."""
+    reports = six_class_reports(ablation["cells"].values())
+    if not reports:
+        return []
+    beaten = [f"{label} {len(classes_above_seed(r))}/6" for label, r in reports.items()]
+    return ["## Per-class recall beside the seed (6 classes)", "",
+            markdown_table(["class", "seed", *reports], seed_comparison_rows(reports)), "",
+            ("Classes whose recall beats the seed's published recall (its own test split; ours "
+             f"is {ablation['table'][0]['split']}): " + "; ".join(beaten) + "."), "",
+            f"![recall_vs_seed]({FIGURES['recall_vs_seed']})", ""]
+
+
+def ablation_rows(table: Sequence[Mapping]) -> list[list[str]]:
+    """Rows of :data:`ABLATION_HEADER` from :func:`summarize`'s table."""
+    return [[VIEW_LABELS[row["setting"]], MODEL_LABELS[row["model"]],
+             VARIANT_LABELS[row["variant"]], str(len(row["seeds"])),
+             mean_std(row["accuracy"]["values"]), mean_std(row["macro_f1"]["values"]),
+             mean_std(row["disgust_recall"]["values"])] for row in table]
+
+
+ABLATION_HEADER = ("setting", "model", "training data", "seeds", "accuracy", "macro-F1",
+                   "disgust recall")
+
+
+def balance_target(config: Mapping) -> str:
+    """What the ablation's oversampling draws each class up to, in words."""
+    if config.get("equal_epoch_size"):
+        return ("the mean class count, majority classes subsampled, so a balanced epoch is as "
+                "long as the real split and every variant trains for about as many steps")
+    if config["classifier"]["data"].get("target_per_class"):
+        return f"{config['classifier']['data']['target_per_class']} images per class"
+    return "the majority count"
+
+
+def render_ablation_report(ablation: Mapping) -> str:
+    """ablation.md, from its ablation.json content."""
+    table = ablation["table"]
+    split = table[0]["split"] if table else "n/a"
+    lines = ["# Ablation: two-tier model, oversampling and GAN faces", ""]
+    if ablation["synthetic_data"]:
+        lines += [("> **Synthetic data.** These runs used the embedded procedural faces (no "
+                  "`--data`): the numbers are **not** FER-2013 results."), ""]
+    lines += [(f"Data `{ablation['data']}`, scored on the {split} split; percentages, mean ± "
+              "standard deviation over seeds (sample std; a single value when one seed). "
+              "Disgust recall is n/a in the 6-class setting (the seed's, without disgust)."), "",
+              markdown_table(ABLATION_HEADER, ablation_rows(table)), "",
+              ("Training data: *oversampling* = class-balanced epochs (minority classes drawn "
+              f"with replacement up to {balance_target(ablation['config'])}); *GAN* = "
+              "synthetic faces of minority classes added (capped share per class); the "
+              "classifier config is the same in every cell."), ""]
+    lines += _ablation_seed_section(ablation)
+    return "\n".join(lines)
+
+
+def save_ablation_figure(workdir: pathlib.Path, ablation: Mapping) -> None:
+    """The 6-class cells' recall beside the seed's (when there are 6-class cells)."""
+    reports = six_class_reports(ablation["cells"].values())
+    if reports:
+        plots.save_recall_bars_png(
+            reports, workdir / FIGURES["recall_vs_seed"], reference=SEED_REFERENCE["recall"],
+            title=f"6-class recall on {ablation['table'][0]['split']}; ticks: seed's published "
+                  "recall")

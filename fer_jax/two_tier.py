@@ -4,21 +4,19 @@ Tier 1 decides between the negative group (angry, fear, sad, plus disgust in the
 setting) and the positive group (happy, surprise, neutral); tier 2 has one model per group.
 The routing functions are pure numpy on probabilities and return probabilities over the
 setting's classes (``SEVEN`` or ``SIX`` order), so a two-tier model is evaluated exactly like a
-flat one.
+flat one; its checkpoint is a directory whose manifest names the member runs
+(:func:`fer_jax.inference.load` reads either kind).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 
 import ml_collections
 import numpy as np
 
-from fer_jax import inference, train
 from fer_jax.classes import SEVEN, SIX, TWO_TIER, Grouping
-from fer_jax.data.dataset import FerData
 from fer_jax.errors import FerCheckpointError
 
 SETTINGS: dict[str, Grouping] = {"seven": SEVEN, "six": SIX}
@@ -91,7 +89,7 @@ def restrict(probs: np.ndarray, source: Grouping, target: Grouping) -> np.ndarra
     return kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-12)
 
 
-# ----------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- checkpoint
 MANIFEST = "two_tier.json"
 
 
@@ -107,29 +105,6 @@ def member_config(config: ml_collections.ConfigDict, member: str) -> ml_collecti
     section = config[member].copy_and_resolve_references()
     section.grouping = member_groupings(config.setting)[member].name
     return section
-
-
-def train_two_tier(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                   data: FerData | None = None) -> dict:
-    """Trains the three members with :func:`fer_jax.train.train_and_evaluate`, each in
-    ``<workdir>/<member>`` (resuming from its checkpoints), then writes the manifest that makes
-    ``workdir`` one loadable two-tier checkpoint.
-
-    ``config``: ``setting`` ("seven" | "six"), ``routing`` ("soft" | "hard") and one engine
-    config per member (``tier1``, ``negative``, ``positive``). Returns ``{member: summary}``
-    plus ``"interrupted"`` (the signal number when a member was stopped; no manifest then).
-    """
-    workdir = pathlib.Path(workdir)
-    summaries: dict = {"interrupted": None}
-    for member, grouping in member_groupings(config.setting).items():
-        print(f"two-tier ({config.setting}): training {member} [{grouping.name}]", flush=True)
-        summary = train.train_and_evaluate(member_config(config, member), workdir / member, data)
-        summaries[member] = summary
-        if summary.get("interrupted") is not None:
-            summaries["interrupted"] = summary["interrupted"]
-            return summaries
-    write_manifest(workdir, config.setting, config.routing)
-    return summaries
 
 
 def write_manifest(directory: str | pathlib.Path, setting: str, routing: str = "soft",
@@ -153,72 +128,17 @@ def is_two_tier(directory: str | pathlib.Path) -> bool:
     return (pathlib.Path(directory) / MANIFEST).is_file()
 
 
-# ----------------------------------------------------------------------------- prediction
-@dataclasses.dataclass(frozen=True)
-class TwoTierModel:
-    """Three trained members of one setting, combined by :func:`route`.
+def read_manifest(directory: str | pathlib.Path) -> tuple[str, str, dict[str, pathlib.Path]]:
+    """``(setting, routing, {member: workdir})`` of the two-tier checkpoint ``directory``.
 
-    Raises FerCheckpointError when a member predicts another grouping than the setting needs.
-    """
-
-    setting: str
-    routing: str
-    tier1: inference.Predictor      # over ("negative", "positive")
-    negative: inference.Predictor   # over the negative group's classes
-    positive: inference.Predictor   # over the positive group's classes
-    source: str = "memory"      # where it was loaded from, for descriptions
-
-    def __post_init__(self):
-        if self.routing not in ROUTINGS:
-            raise ValueError(f"unknown routing {self.routing!r}; expected one of {ROUTINGS}")
-        for name, grouping in member_groupings(self.setting).items():
-            predictor = self.member(name)
-            if predictor.grouping.name != grouping.name:
-                raise FerCheckpointError(
-                    f"{predictor.description}: member {name!r} predicts grouping "
-                    f"{predictor.grouping.name!r}; the {self.setting} setting needs "
-                    f"{grouping.name!r}")
-
-    @property
-    def grouping(self) -> Grouping:
-        return setting_grouping(self.setting)
-
-    def member(self, name: str):
-        return getattr(self, name)
-
-    def predict(self, images: np.ndarray, *, tta: bool = False, progress: str | None = None,
-                routing: str | None = None) -> np.ndarray:
-        """float32 ``[N, C]`` over the setting's classes (``routing`` defaults to the model's)."""
-        probs = [self.member(name)(images, tta=tta,
-                                   progress=progress and f"{progress} [{name}]")
-                 for name in MEMBERS]
-        return route(*probs, setting=self.setting, routing=routing or self.routing)
-
-    def as_predictor(self, routing: str | None = None) -> inference.Predictor:
-        """This model as a :class:`fer_jax.inference.Predictor` (``routing`` defaults to the
-        model's)."""
-        routing = routing or self.routing
-
-        def predict(images, *, tta=False, progress=None):
-            return self.predict(images, tta=tta, progress=progress, routing=routing)
-
-        return inference.Predictor(predict, self.grouping.class_names, self.grouping,
-                               f"two-tier {self.setting} ({routing} routing) from {self.source}")
-
-
-def load_two_tier(directory: str | pathlib.Path, *, best: bool = True,
-                  batch_size: int = 256) -> TwoTierModel:
-    """Loads the two-tier checkpoint ``directory`` (manifest + member workdirs).
-
-    Raises FerCheckpointError when the manifest is missing or malformed, or a member's
-    checkpoint is missing or trained on another grouping than the manifest names.
+    Raises FerCheckpointError when the manifest is missing or malformed.
     """
     directory = pathlib.Path(directory)
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text())
         setting, routing = manifest["setting"], manifest["routing"]
-        members = {name: manifest["members"][name]["workdir"] for name in MEMBERS}
+        members = {name: directory / manifest["members"][name]["workdir"] for name in MEMBERS}
         member_groupings(setting)
     except FileNotFoundError:
         raise FerCheckpointError(f"{path}: no two-tier manifest (train the two-tier model "
@@ -229,25 +149,4 @@ def load_two_tier(directory: str | pathlib.Path, *, best: bool = True,
     if routing not in ROUTINGS:
         raise FerCheckpointError(f"{path}: unknown routing {routing!r}; expected one of "
                                  f"{ROUTINGS}")
-    predictors = {name: inference.load_predictor(directory / subdir, best=best, batch_size=batch_size)
-                  for name, subdir in members.items()}
-    return TwoTierModel(setting, routing, **predictors, source=str(directory))
-
-
-def load_predictor(directory: str | pathlib.Path, *, best: bool = True, batch_size: int = 256,
-                   routing: str | None = None) -> inference.Predictor:
-    """The two-tier checkpoint ``directory`` as a :class:`fer_jax.inference.Predictor` over the
-    setting's classes, so evaluation treats it like a flat classifier."""
-    return load_two_tier(directory, best=best, batch_size=batch_size).as_predictor(routing)
-
-
-def load_classifier(directory: str | pathlib.Path, *, best: bool = True, batch_size: int = 256,
-                    routing: str | None = None) -> inference.Predictor:
-    """A trained classifier as a :class:`fer_jax.inference.Predictor`, whichever kind ``directory``
-    holds: a two-tier checkpoint (manifest; ``routing`` overrides its routing) or a flat run."""
-    if is_two_tier(directory):
-        return load_predictor(directory, best=best, batch_size=batch_size, routing=routing)
-    if routing is not None:
-        raise FerCheckpointError(f"{directory}: --routing applies to two-tier models; this is a "
-                                 "flat classifier run")
-    return inference.load_predictor(directory, best=best, batch_size=batch_size)
+    return setting, routing, members

@@ -12,21 +12,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from fer_jax import classes
-from fer_jax.classes import EMOTION_INDEX, EMOTIONS, Grouping
-from fer_jax.data.augment import to_float
+from fer_jax.classes import EMOTION_INDEX, EMOTIONS
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerError
-from fer_jax.train import load_trained, train_and_evaluate
+from fer_jax.inference import Classifier
+from fer_jax.train import train_and_evaluate
 from gan.sample import Generators
 
 
@@ -65,67 +59,21 @@ def features_fid(features_a, features_b) -> float:
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
 
 
-# ----------------------------------------------------------------------------- classifier
-@dataclasses.dataclass(frozen=True)
-class FeatureClassifier:
-    """A trained classifier seen as a feature extractor: penultimate features and class
-    probabilities over ``grouping``'s classes."""
-
-    model: nn.Module
-    variables: dict
-    grouping: Grouping
-    description: str
-
-    def features(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """``(features float32 [N, D], probabilities float32 [N, C])`` of uint8 images
-        ``[N, 48, 48]``; the features are the input of the model's last Dense layer."""
-        features, probs = [], []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            padded = np.pad(chunk, ((0, batch_size - len(chunk)), (0, 0), (0, 0)))
-            f, p = _features_batch(self.model, self.variables, padded)
-            features.append(np.asarray(f)[:len(chunk)])
-            probs.append(np.asarray(p)[:len(chunk)])
-        if not features:
-            raise ValueError("no images to compute features of")
-        return np.concatenate(features), np.concatenate(probs)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _features_batch(model: nn.Module, variables, images_uint8):
-    inputs = []
-
-    def record_dense_inputs(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.Dense) and context.method_name == "__call__":
-            inputs.append(args[0])
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(record_dense_inputs):
-        logits = model.apply(variables, to_float(images_uint8), train=False)
-    return inputs[-1].astype(jnp.float32), jax.nn.softmax(logits.astype(jnp.float32))
-
-
-def load_feature_classifier(workdir) -> FeatureClassifier:
-    """The best checkpoint of a classifier run (``experiments.train_classifier``)."""
-    model, variables, config = load_trained(workdir)
-    grouping = classes.grouping(config.grouping)
-    return FeatureClassifier(model, variables, grouping,
-                             f"{config.model} ({grouping.name}) from {workdir}")
-
-
 # ----------------------------------------------------------------------------- evaluation
-def _features_by_class(classifier: FeatureClassifier, split: Split,
-                       names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{class: (features [n, D], predicted grouping index [n])}`` of ``split``'s images of
-    ``names``, computed in one pass."""
+def _features_by_class(classifier: Classifier, split: Split, names: list[str], *,
+                       predict: bool) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """``{class: (features [n, D], predicted grouping index [n] or None)}`` of ``split``'s
+    images of ``names``; the predictions only when ``predict``."""
     wanted = np.isin(split.labels, [EMOTION_INDEX[c] for c in names])
-    features, probs = classifier.features(split.images[wanted])
-    labels, predicted = split.labels[wanted], probs.argmax(-1)
-    return {c: (features[labels == EMOTION_INDEX[c]], predicted[labels == EMOTION_INDEX[c]])
+    images, labels = split.images[wanted], split.labels[wanted]
+    features = classifier.features(images)
+    predicted = classifier.probabilities(images).argmax(-1) if predict else None
+    return {c: (features[labels == EMOTION_INDEX[c]],
+                None if predicted is None else predicted[labels == EMOTION_INDEX[c]])
             for c in names}
 
 
-def evaluate_generators(generators: Generators, data: FerData, classifier: FeatureClassifier, *,
+def evaluate_generators(generators: Generators, data: FerData, classifier: Classifier, *,
                         samples_per_class: int, seed: int = 0, truncation: float = 0.0) -> dict:
     """FER-FID and recognizability of every class ``generators`` make (and ``classifier``
     knows), beside the real-vs-real floor and the classifier's recall on real val images.
@@ -146,8 +94,9 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Featu
                        f"{data.source}")
     fake = generators.sample({c: max(val_counts[c], samples_per_class) for c in names}, seed,
                              truncation)
-    real_train, real_val, generated = (_features_by_class(classifier, split, names)
-                                       for split in (train, val, fake))
+    real_train = _features_by_class(classifier, train, names, predict=False)
+    real_val, generated = (_features_by_class(classifier, split, names, predict=True)
+                           for split in (val, fake))
     per_class = {}
     for c in names:
         target = classifier.grouping.encode([EMOTION_INDEX[c]])[0]

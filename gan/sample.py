@@ -1,5 +1,6 @@
 """Sampling trained GANs: labelled synthetic faces from the EMA generator(s) of a workdir,
-with batch-norm statistics recomputed for the EMA weights (standing statistics).
+with batch-norm statistics recomputed for the EMA weights (standing statistics), written as
+an .npz training set by :func:`synthesize`.
 
 A workdir is either one run (a conditional GAN covering its ``config.classes``) or a folder
 of per-class runs (the DCGAN baseline: ``<workdir>/<class name>/``). Either way
@@ -15,11 +16,14 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
+from fer_jax import plots
 from fer_jax.checkpoint import Checkpointer, has_checkpoint
 from fer_jax.classes import EMOTION_INDEX, EMOTIONS
 from fer_jax.data.dataset import Split
 from fer_jax.errors import FerCheckpointError, FerError
 from gan.train import Gan, build_gan, class_grid
+
+GRID_COLUMNS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +118,29 @@ def sample_images(source, per_class: dict[str, int], seed: int = 0,
     """Samples ``per_class`` images from a workdir path or a loaded :class:`Generators`."""
     generators = source if isinstance(source, Generators) else load_generators(source)
     return generators.sample(per_class, seed, truncation)
+
+
+def synthesize(workdir, per_class: dict[str, int], out, *, seed: int = 0,
+               truncation: float = 0.0, grid=None) -> Split:
+    """Samples ``per_class`` images from the GAN(s) of ``workdir`` into the .npz ``out``
+    (``images`` uint8 [N, 48, 48], canonical int32 ``labels``, read by
+    :func:`fer_jax.data.sampling.load_synthetic_npz`); ``grid``: also a PNG with one row of
+    samples per class. FerError when every count is 0."""
+    if not any(per_class.values()):
+        raise FerError(f"nothing to synthesize: every count is 0 ({per_class})")
+    generators = load_generators(workdir)
+    synthetic = generators.sample(per_class, seed, truncation)
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, images=synthetic.images, labels=synthetic.labels)
+    print(f"wrote {len(synthetic)} images to {out}: "
+          + ", ".join(f"{name} {count}" for name, count in synthetic.counts().items() if count))
+    if grid:
+        names = [name for name, count in per_class.items() if count]
+        plots.save_image_grid_png(generators.grid(names, GRID_COLUMNS, seed, truncation), grid,
+                                  row_names=names, title=f"samples of {workdir}")
+        print(f"wrote sample grid {grid}")
+    return synthetic
 
 
 def parse_per_class(text: str) -> dict[str, int]:

@@ -57,11 +57,32 @@ def test_grouping_and_tta_options(trained, tmp_path, tiny_data, monkeypatch):
     assert report["n"] == int(SIX.covers(tiny_data.split("val").labels).sum())
 
 
-def test_predictor_gives_probabilities(trained, tiny_data):
-    predictor = inference.load_predictor(trained[0])
-    probs = predictor(tiny_data.split("val").images[:5], tta=True)
-    assert probs.shape == (5, 7) and predictor.class_names == EMOTIONS
+def test_evaluate_scores_the_final_checkpoint_and_names_its_step(trained, tmp_path,
+                                                                   monkeypatch):
+    workdir, csv = trained
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "cache"))
+    report = _run(["--workdir", str(workdir), "--data", str(csv)], tmp_path)
+    final = inference.load(workdir).step
+    assert report["checkpoint"] == "latest" and report["steps"] == {"flat": final}
+    assert f"step {final}" in report["model"]
+
+
+def test_evaluate_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: test)", "(default: latest)", "(default: None)"):
+        assert default in text
+
+
+def test_classifier_gives_probabilities_and_features(trained, tiny_data):
+    classifier = inference.load(trained[0])
+    images = tiny_data.split("val").images[:5]
+    probs = classifier.probabilities(images, tta=True)
+    assert probs.shape == (5, 7) and classifier.class_names == EMOTIONS
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    features = classifier.features(images)
+    assert features.shape[0] == 5 and features.ndim == 2 and np.isfinite(features).all()
 
 
 def test_missing_workdir_exits_2_with_a_message(tmp_path):

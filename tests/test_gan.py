@@ -156,3 +156,15 @@ def test_parse_per_class_accepts_counts_and_rejects_bad_entries():
                           ("fear=1,fear=2", "given twice"), ("", "empty")]:
         with pytest.raises(FerError, match=message):
             parse_per_class(text)
+
+
+def test_synthesize_refuses_to_write_nothing(tmp_path, capsys):
+    from experiments import synthesize
+
+    out = tmp_path / "empty.npz"
+    with pytest.raises(SystemExit) as exit_info:
+        synthesize.run_main(lambda: synthesize.main(
+            ["--workdir", str(tmp_path), "--per-class", "disgust=0", "--out", str(out)]))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: nothing to synthesize")
+    assert not out.exists()

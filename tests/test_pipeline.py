@@ -4,11 +4,15 @@ stop), its config guard, and the ablation table built on the pipeline's syntheti
 import contextlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from experiments import ablation, pipeline
+from fer_jax import classes, inference, report
+from fer_jax.errors import FerError
+from studies import pipeline as pipeline_lib
 
 # A tiny pipeline: 2 GAN steps, 1-epoch classifiers of width 4, small synthetic splits.
 TINY = [
@@ -41,8 +45,8 @@ def pipeline_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
     args = ["--workdir", str(workdir)] + TINY
     outputs = [run_captured(args + ["--until", "flat"])]
-    outputs.append(sorted(p.stem for p in (workdir / "stages").glob("*.json")))
-    (workdir / "stages" / "flat.json").unlink()
+    outputs.append(sorted(p.parent.name for p in (workdir / "stages").glob("*/outputs.json")))
+    shutil.rmtree(workdir / "stages" / "flat")
     outputs.append(run_captured(args))
     outputs.append(run_captured(args))
     return workdir, args, outputs
@@ -86,24 +90,24 @@ def test_pipeline_writes_report_results_and_figures(pipeline_run):
     assert calibration["objective"] == "seed" and calibration["split"] == "val"
     for model in ("flat", "two_tier"):
         calibrated = calibration["models"][model]
-        assert set(calibrated["offsets"]) == set(pipeline.classes.SIX.class_names)
+        assert set(calibrated["offsets"]) == set(classes.SIX.class_names)
         assert calibrated["reports"]["uncalibrated"]["confusion"] == \
             evaluation["models"][model]["val"]["six"]["confusion"]
         assert calibrated["reports"]["test"]["n"] == evaluation["models"][model]["test"]["six"]["n"]
 
-    report = (workdir / "report.md").read_text()
-    assert "not** a FER-2013 result" in report
-    assert "| angry | 58.0 |" in report  # the seed's published recall beside ours
+    markdown = (workdir / "report.md").read_text()
+    assert "not** a FER-2013 result" in markdown
+    assert "| angry | 58.0 |" in markdown  # the seed's published recall beside ours
     two_tier_calibrated = calibration["models"]["two_tier"]["reports"]["test"]
-    assert "| accuracy | 65.0 | " in report.replace("**", "")
-    assert report.replace("**", "").split("| accuracy | 65.0 | ")[1].split("\n")[0].endswith(
-        f"| {pipeline.report_lib.percent(two_tier_calibrated['accuracy'])} |")
-    assert "fitted on all of val and applied to test" in report
+    assert "| accuracy | 65.0 | " in markdown.replace("**", "")
+    assert markdown.replace("**", "").split("| accuracy | 65.0 | ")[1].split("\n")[0].endswith(
+        f"| {report.percent(two_tier_calibrated['accuracy'])} |")
+    assert "fitted on all of val and applied to test" in markdown
     for figure in ("confusion_flat", "confusion_two_tier", "recall_vs_seed", "gan_samples",
                    "curves"):
-        name = pipeline.report_lib.FIGURES[figure]
+        name = report.FIGURES[figure]
         assert (workdir / name).stat().st_size > 1000
-        assert f"]({name})" in report
+        assert f"]({name})" in markdown
 
 
 def test_pipeline_rerun_skips_every_stage(pipeline_run):
@@ -114,8 +118,8 @@ def test_pipeline_rerun_skips_every_stage(pipeline_run):
 
 def test_pipeline_refuses_to_build_on_stages_finished_with_other_settings(pipeline_run):
     _workdir, args, _ = pipeline_run
-    with pytest.raises(pipeline.FerError, match=r"stage 'flat' finished with other settings "
-                                                r"than this config \(changed: flat.num_epochs\)"):
+    with pytest.raises(FerError, match=r"stage 'flat' was made with another config "
+                                       r"\(changed: flat\.num_epochs\); .*--recompute"):
         pipeline.main(args + ["--config.flat.num_epochs=2"])
     # Settings no finished stage depends on (here: the GAN's own evaluation) do not block.
     assert pipeline.main(args + ["--config.gan.eval.samples_per_class=7"]) == 0
@@ -128,33 +132,35 @@ def test_pipeline_reuses_a_trained_gan(pipeline_run, tmp_path):
     out = run_captured(args)
     assert f"reusing the GAN trained in {trained / 'gan'}" in out
     assert not (tmp_path / "reuse" / "gan").exists()  # nothing trained here
-    gan_stage = json.loads((tmp_path / "reuse" / "stages" / "gan.json").read_text())
+    gan_stage = json.loads((tmp_path / "reuse" / "stages" / "gan" / "outputs.json").read_text())
     assert gan_stage["outputs"]["reused"] == str(trained / "gan")
     # The same generator, seed and truncation give the same faces as the pipeline that trained it.
     with np.load(tmp_path / "reuse" / "synthetic.npz") as reused, \
             np.load(trained / "synthetic.npz") as original:
         np.testing.assert_array_equal(reused["images"], original["images"])
-    with pytest.raises(pipeline.FerError, match="no GAN checkpoint"):
+    with pytest.raises(FerError, match="no GAN checkpoint"):
         pipeline.main(["--workdir", str(tmp_path / "bad"), "--until", "gan",
                        f"--config.gan_workdir={tmp_path / 'absent'}"] + TINY)
 
 
 def test_two_tier_members_can_fine_tune_the_flat_model(pipeline_run, tmp_path):
-    import shutil
-
     trained, _, _ = pipeline_run
     workdir = tmp_path / "warm"
     shutil.copytree(trained, workdir)
-    for stage in ("two_tier", "evaluate", "report"):
-        (workdir / "stages" / f"{stage}.json").unlink()
-    shutil.rmtree(workdir / "two_tier")
     warm = ["--workdir", str(workdir), "--config.two_tier.init_from_flat=True"] + TINY
-    study = pipeline.Pipeline(pipeline.parse_args(warm)[1], workdir)
+    study = pipeline_lib.Pipeline(pipeline.parse_args(warm)[1], workdir)
     assert {study.two_tier_config()[m].init_from for m in ("tier1", "negative", "positive")} \
         == {str(workdir / "flat")}
-    assert "flat" in study.stage_inputs("two_tier")  # retraining flat redoes the members
-    out = run_captured(warm)
-    assert "[5/8] flat: skipped" in out and "[6/8] two_tier: running" in out
+    # The finished two-tier stage was trained otherwise: refused, or redone with --recompute
+    # (with what depends on it), the flat model kept.
+    with pytest.raises(FerError, match=r"stage 'two_tier' .*changed: .*two_tier\.init_from_flat"):
+        pipeline.main(warm)
+    out = run_captured(warm + ["--recompute"])
+    assert "[5/8] flat: skipped" in out and "[6/8] two_tier: recomputing" in out
+    assert "[7/8] evaluate: recomputing (changed: upstream.two_tier)" in out
+    # The members read the flat model, so retraining flat would redo them.
+    assert "flat" in json.loads((workdir / "stages" / "two_tier" / "outputs.json")
+                                .read_text())["reads"]
     assert out.count(f"initialized from {workdir / 'flat'}") == 3
     assert "[8/8] report: done" in out
     assert "**Warm start**: each two-tier member starts from the final flat model" in \
@@ -168,18 +174,20 @@ def test_synthetic_counts_fill_the_gap_up_to_the_caps():
               "neutral": 70}
     names = ("disgust", "angry", "fear", "surprise")
     # Target = majority (100), share 0.5: gap to 100, at most 50, at most max_per_class.
-    assert pipeline.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[(None, 0.5)],
-                                        max_per_class=45) == \
+    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[(None, 0.5)],
+                                            max_per_class=45) == \
         {"disgust": 45, "angry": 45, "fear": 10}
     # Several mixes: the largest need; a target of 60 needs nothing for fear (90 real).
-    assert pipeline.synthetic_per_class(counts, names, grouping=SEVEN,
-                                        mixes=[(60, 1.0), (None, 0.2)], max_per_class=1000) == \
+    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN,
+                                            mixes=[(60, 1.0), (None, 0.2)],
+                                            max_per_class=1000) == \
         {"disgust": 55, "angry": 20, "fear": 10}
-    assert pipeline.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[],
-                                        max_per_class=1000) == {}
+    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[],
+                                            max_per_class=1000) == {}
     # The 6-class setting has no disgust to synthesize.
-    assert pipeline.synthetic_per_class(counts, ("disgust", "angry"), grouping=SIX,
-                                        mixes=[(None, 0.3)], max_per_class=1000) == {"angry": 30}
+    assert pipeline_lib.synthetic_per_class(counts, ("disgust", "angry"), grouping=SIX,
+                                            mixes=[(None, 0.3)], max_per_class=1000) == \
+        {"angry": 30}
 
 
 def test_ablation_summary_is_mean_and_sample_std_over_seeds():
@@ -187,12 +195,12 @@ def test_ablation_summary_is_mean_and_sample_std_over_seeds():
               "accuracy": acc, "macro_f1": acc / 2, "disgust_recall": recall}
              for seed, acc, recall in ((0, 0.5, 0.1), (1, 0.7, 0.3), (2, 0.6, 0.2))]
     cells.append({**cells[0], "setting": "six", "disgust_recall": None})
-    rows = ablation.summarize(cells)
+    rows = report.summarize(cells)
     assert [(r["setting"], r["seeds"]) for r in rows] == [("seven", [0, 1, 2]), ("six", [0])]
     assert rows[0]["accuracy"]["mean"] == pytest.approx(0.6)
     assert rows[0]["accuracy"]["std"] == pytest.approx(0.1)
     assert rows[1]["accuracy"]["std"] is None and rows[1]["disgust_recall"]["mean"] is None
-    table = ablation.table_rows(rows)
+    table = report.ablation_rows(rows)
     assert table[0][4:] == ["60.0 ± 10.0", "30.0 ± 5.0", "20.0 ± 10.0"]
     assert table[1][4:] == ["50.0", "25.0", "n/a"]
 
@@ -212,7 +220,8 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     rows = {(r["model"], r["variant"]): r for r in result["table"]}
     assert set(rows) == {("flat", "gan_oversampling"), ("two_tier", "gan_oversampling")}
     for row in rows.values():
-        assert row["seeds"] == [0] and row["split"] == "test"
+        # eval_split "auto" scores val: selection never looks at test unless asked.
+        assert row["seeds"] == [0] and row["split"] == "val"
         assert len(row["accuracy"]["values"]) == 1 and row["accuracy"]["std"] is None
         assert row["disgust_recall"]["mean"] is None  # no disgust in the 6-class setting
     # One engine run per grouping (the flat model and the three members), in runs/.
@@ -231,36 +240,47 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     # The two-tier cell is one loadable directory over the member runs, scoring as the cell did.
     import ml_collections
 
-    from experiments.evaluate import evaluate
-    from fer_jax import classes, two_tier
+    from fer_jax import two_tier
     from fer_jax.data import load_from_config
+    from fer_jax.evaluation import evaluate
 
     model_dir = tmp_path / "models" / "six-two_tier-gan_oversampling-seed0"
     members = json.loads((model_dir / two_tier.MANIFEST).read_text())["members"]
     assert members["tier1"]["workdir"] == "../../runs/tier1_six/gan_oversampling/seed_0"
-    rescored = evaluate(two_tier.load_predictor(model_dir, best=False),
+    rescored = evaluate(inference.load(model_dir),
                         load_from_config(ml_collections.ConfigDict(result["config"]["data"]))
-                        .split("test"),
+                        .split("val"),
                         classes.SIX)
     assert rescored["confusion"] == reports[1]["confusion"]
 
-    # Rerun: every cell is skipped, the table is the same, a lost manifest is written again.
+    # Rerun: every run and cell is skipped, the table is the same, a lost manifest is written
+    # again.
     (model_dir / two_tier.MANIFEST).unlink()
     capsys.readouterr()
     assert ablation.main(args) == 0
-    assert capsys.readouterr().out.count("skipped (finished earlier)") == 2
+    assert "running" not in capsys.readouterr().out
     assert two_tier.is_two_tier(model_dir)
     assert json.loads((tmp_path / "ablation.json").read_text())["table"] == result["table"]
+
+    # A changed classifier config is refused by name; a grown grid keeps the finished cells.
+    with pytest.raises(FerError, match=r"changed: run\.num_epochs\)"):
+        ablation.main(args + ["--config.classifier.num_epochs=2"])
+    grown = args + ["--config.models=('flat',)", "--config.variants=('gan_oversampling','none')"]
+    assert ablation.main(grown) == 0
+    out = capsys.readouterr().out
+    assert "six-flat-gan_oversampling-seed0: skipped" in out
+    assert "six-flat-none-seed0: running" in out
 
 
 def test_ablation_equal_epoch_size_balances_to_the_mean_class_count():
     from experiments.configs import ablation_default
-    from fer_jax import classes, train
+    from fer_jax import train
+    from studies.ablation import Ablation
 
     config = ablation_default.get_config()
     config.data.synthetic_sizes.num_train = 420
     config.equal_epoch_size = True
-    study = ablation.Ablation(config, "unused")
+    study = Ablation(config, "unused")
     real = study.data.split("train").labels
     for grouping in ("seven", "tier2_negative_six", "tier1_seven"):
         group = classes.grouping(grouping)
@@ -277,24 +297,5 @@ def test_ablation_equal_epoch_size_balances_to_the_mean_class_count():
             [balanced.data.target_per_class] * expressions
         assert abs(len(order) - covered) <= expressions
         assert study.run_config(grouping, "none", seed=0).data.target_per_class is None
-    assert "mean class count" in ablation.balance_target(
+    assert "mean class count" in report.balance_target(
         json.loads(config.to_json_best_effort()))
-
-
-def test_ablation_config_guard_names_changes_and_accepts_new_keys_set_to_none(tmp_path):
-    from experiments.configs import ablation_default
-
-    config = ablation_default.get_config()
-    ablation.check_config(tmp_path, config)
-    saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["gan_pipeline"]["gan_workdir"]  # written before that option (None) existed
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    ablation.check_config(tmp_path, config)
-    config.seeds = (0, 1, 2)  # a bigger grid keeps the finished cells; it is recorded
-    config.variants = ("none",)
-    ablation.check_config(tmp_path, config)
-    assert json.loads((tmp_path / "config.json").read_text())["seeds"] == [0, 1, 2]
-    config.classifier.num_epochs = 9
-    with pytest.raises(ablation.FerError, match=r"another config \(changed: "
-                                                r"classifier.num_epochs\)"):
-        ablation.check_config(tmp_path, config)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from fer_jax import classes, two_tier
+from fer_jax import classes, inference, two_tier
 from fer_jax.errors import FerCheckpointError, FerError
 
 # Columns of a 7-class row: angry disgust fear happy sad surprise neutral.
@@ -86,10 +86,11 @@ def test_restrict_drops_disgust_and_renormalises():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_data):
     """A two-tier model of the 6-class setting with hard routing, members trained 1 epoch."""
-    from experiments.configs import pipeline_default
+    from experiments.configs import pipeline_base
+    from studies.pipeline import train_two_tier
 
     def member():
-        config = pipeline_default.classifier(gan_mixing=False, num_epochs=1, batch_size=32,
+        config = pipeline_base.classifier(gan_mixing=False, num_epochs=1, batch_size=32,
                                              progress=False)
         config.model_kwargs.width = 4
         return config
@@ -99,62 +100,72 @@ def trained(tmp_path_factory, tiny_data):
     config.routing = "hard"
     config.tier1, config.negative, config.positive = member(), member(), member()
     workdir = tmp_path_factory.mktemp("two_tier")
-    summaries = two_tier.train_two_tier(config, workdir, tiny_data)
+    summaries = train_two_tier(config, workdir, tiny_data)
     return workdir, summaries
 
 
 def test_train_two_tier_writes_one_loadable_checkpoint_directory(trained, tiny_data):
     workdir, summaries = trained
-    assert summaries["interrupted"] is None
+    assert set(summaries) == {"tier1", "negative", "positive"}
     manifest = json.loads((workdir / two_tier.MANIFEST).read_text())
     assert manifest["setting"] == "six" and manifest["routing"] == "hard"
     assert {m["grouping"] for m in manifest["members"].values()} == \
         {"tier1_six", "tier2_negative_six", "tier2_positive"}
 
-    model = two_tier.load_two_tier(workdir)
-    assert model.tier1.class_names == ("negative", "positive")
-    assert model.negative.class_names == ("angry", "fear", "sad")
+    model = inference.load(workdir)
+    assert model.members["tier1"].class_names == ("negative", "positive")
+    assert model.members["negative"].class_names == ("angry", "fear", "sad")
+    assert model.routing == "hard" and set(model.steps) == {"tier1", "negative", "positive"}
     images = tiny_data.split("test").images[:50]
-    probs = model.predict(images)
+    probs = model.probabilities(images)
     assert probs.shape == (50, 6)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    members = [model.member(name)(images) for name in ("tier1", "negative", "positive")]
+    members = [model.members[name].probabilities(images)
+               for name in ("tier1", "negative", "positive")]
     np.testing.assert_allclose(probs, two_tier.route(*members, setting="six", routing="hard"),
                                atol=1e-6)
-    soft = two_tier.load_predictor(workdir, routing="soft")(images)
+    soft = inference.load(workdir, routing="soft").probabilities(images)
     np.testing.assert_allclose(soft, two_tier.route(*members, setting="six"), atol=1e-6)
+    # Features of a two-tier model: its members' features side by side.
+    features = model.features(images[:3])
+    assert features.shape == (3, sum(model.members[name].features(images[:3]).shape[1]
+                                     for name in ("tier1", "negative", "positive")))
 
 
 def test_two_tier_evaluates_like_a_flat_model(trained, tiny_data):
-    from experiments.evaluate import evaluate
+    from fer_jax.evaluation import evaluate
 
     workdir, _ = trained
-    predictor = two_tier.load_predictor(workdir)
-    assert predictor.grouping is classes.SIX
+    classifier = inference.load(workdir)
+    assert classifier.grouping is classes.SIX
     split = tiny_data.split("test")
-    report = evaluate(predictor, split, classes.SIX)
+    report = evaluate(classifier, split, classes.SIX)
     assert report["classes"] == list(classes.SIX.class_names)
     assert report["n"] == int(np.sum(split.labels != classes.EMOTION_INDEX["disgust"]))
     assert 0.0 <= report["accuracy"] <= 1.0
     # Each member scores on its own group (the numbers the pipeline reports per tier).
-    tier1 = evaluate(two_tier.load_two_tier(workdir).tier1, split, classes.TIER1_SIX)
+    tier1 = evaluate(classifier.members["tier1"], split, classes.TIER1_SIX)
     assert tier1["classes"] == ["negative", "positive"] and tier1["n"] == report["n"]
 
 
 def test_loading_rejects_missing_or_mismatched_checkpoints(trained, tmp_path):
     workdir, _ = trained
     with pytest.raises(FerCheckpointError, match="no two-tier manifest"):
-        two_tier.load_two_tier(tmp_path)
+        two_tier.read_manifest(tmp_path)
+    with pytest.raises(FerCheckpointError, match="no checkpoint found"):
+        inference.load(tmp_path)
     (tmp_path / two_tier.MANIFEST).write_text("{not json")
     with pytest.raises(FerCheckpointError, match="malformed two-tier manifest"):
-        two_tier.load_two_tier(tmp_path)
+        inference.load(tmp_path)
     manifest = json.loads((workdir / two_tier.MANIFEST).read_text())
     for name in manifest["members"]:  # point every member at the trained negative model
         manifest["members"][name]["workdir"] = str(workdir / "negative")
     (tmp_path / two_tier.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(FerCheckpointError, match="member 'tier1' predicts grouping "
                                                  "'tier2_negative_six'"):
-        two_tier.load_two_tier(tmp_path)
+        inference.load(tmp_path)
+    with pytest.raises(FerCheckpointError, match="routing applies to two-tier models"):
+        inference.load(workdir / "tier1", routing="soft")
 
 
 def test_evaluate_and_calibrate_commands_accept_a_two_tier_directory(trained, tiny_csv, tmp_path,

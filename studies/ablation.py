@@ -1,0 +1,214 @@
+"""The ablation grid: {flat, two-tier} x training-data variants x settings x seeds, as stages.
+
+Every classifier is one engine run (a stage ``run-<grouping>-<variant>-seed<s>`` training in
+``runs/<grouping>/<variant>/seed_<s>``; the two-tier positive member is shared by both
+settings); every cell (``<setting>-<model>-<variant>-seed<s>``) scores one model on the
+evaluation split, a two-tier cell through the manifest in ``models/<cell>`` (a directory that
+``experiments.evaluate`` and ``experiments.calibrate`` load). Cells and runs are stages of
+:class:`fer_jax.stages.Stages`: each is fingerprinted by its own config values and the runs or
+synthetic faces it read, so the grid may grow (settings, models, variants, seeds) and keep
+every finished cell, while a changed classifier config is refused (or, with ``recompute``,
+redone) naming the changed keys.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import ml_collections
+
+from fer_jax import classes, evaluation, inference, report, run_guard, train, two_tier
+from fer_jax.data import FerData, load_from_config, sampling
+from fer_jax.errors import FerError, Interrupted
+from fer_jax.stages import Stages
+from studies.pipeline import SYNTHETIC_NPZ, Pipeline
+
+MODELS = ("flat", "two_tier")
+# Variant -> (oversampling, GAN mixing).
+VARIANTS = {"none": (False, False), "oversampling": (True, False), "gan": (False, True),
+            "gan_oversampling": (True, True)}
+EVAL_SPLITS = ("auto", "val", "test")
+
+
+def cell_name(setting: str, model: str, variant: str, seed: int) -> str:
+    return f"{setting}-{model}-{variant}-seed{seed}"
+
+
+def run_name(grouping: str, variant: str, seed: int) -> str:
+    return f"run-{grouping}-{variant}-seed{seed}"
+
+
+class Ablation:
+    """Trains and scores every cell of one config in one workdir, skipping finished ones."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir, *, recompute: bool = False):
+        self.config = config
+        self.workdir = pathlib.Path(workdir)
+        self.recompute = recompute
+        self.stages = Stages(self.workdir / "stages", recompute=recompute)
+        for setting in config.settings:
+            two_tier.setting_grouping(setting)
+        unknown = sorted(set(config.models) - set(MODELS)) + \
+            sorted(set(config.variants) - set(VARIANTS))
+        if unknown:
+            raise FerError(f"unknown models/variants {unknown}; models: {MODELS}, variants: "
+                           f"{tuple(VARIANTS)}")
+        if config.eval_split not in EVAL_SPLITS:
+            raise FerError(f"eval_split must be one of {EVAL_SPLITS}, got {config.eval_split!r}")
+        self._data = None
+
+    @property
+    def data(self) -> FerData:
+        if self._data is None:
+            self._data = load_from_config(self.config.data)
+        return self._data
+
+    def cells(self) -> list[tuple[str, str, str, int]]:
+        c = self.config
+        return [(setting, model, variant, int(seed)) for setting in c.settings
+                for model in c.models for variant in c.variants for seed in c.seeds]
+
+    def eval_split(self) -> str:
+        """The split cells are scored on: val unless ``eval_split`` is ``"test"`` (selection
+        never looks at test unless asked)."""
+        split = "test" if self.config.eval_split == "test" else "val"
+        if not self.data.has(split):
+            raise FerError(f"{self.data.source} has no {split} split to score the ablation on")
+        return split
+
+    # ------------------------------------------------------------------------- synthetic faces
+    def synthetic_faces(self) -> dict:
+        """Stage: the faces GAN variants mix in: ``config.synthetic_npz`` (a .npz or a pipeline
+        workdir holding one), else the pipeline's GAN and synthesize stages run in
+        ``<workdir>/gan_pipeline``."""
+        if self.config.synthetic_npz:
+            path = pathlib.Path(self.config.synthetic_npz)
+            if path.is_dir():
+                path = path / SYNTHETIC_NPZ
+            if not path.is_file():
+                raise FerError(f"{path}: no synthetic faces (.npz) here; run "
+                               "python -m experiments.pipeline first or unset synthetic_npz")
+            return {"path": str(path)}
+        print("synthetic faces: running the pipeline's GAN stages in "
+              f"{self.workdir / 'gan_pipeline'}", flush=True)
+        gan_pipeline = Pipeline(self.gan_pipeline_config(), self.workdir / "gan_pipeline",
+                                data=self.data, recompute=self.recompute)
+        gan_pipeline.run(until="synthesize")
+        return {"path": str(gan_pipeline.workdir / SYNTHETIC_NPZ)}
+
+    def gan_pipeline_config(self) -> ml_collections.ConfigDict:
+        config = self.config.gan_pipeline.copy_and_resolve_references()
+        config.data = self.config.data.copy_and_resolve_references()
+        return config
+
+    def synthetic_faces_section(self) -> dict:
+        if self.config.synthetic_npz:
+            return {"synthetic_npz": self.config.synthetic_npz}
+        return {"gan_pipeline": self.gan_pipeline_config()}
+
+    # ------------------------------------------------------------------------- runs
+    def run_config(self, grouping: str, variant: str, seed: int) -> ml_collections.ConfigDict:
+        """Engine config of one classifier run (GAN variants read the synthetic faces stage)."""
+        oversample, gan_mixing = VARIANTS[variant]
+        config = self.config.classifier.copy_and_resolve_references()
+        config.grouping = grouping
+        config.seed = seed
+        config.data.oversample = oversample
+        config.data.gan_mixing = gan_mixing
+        config.data.synthetic_npz = (self.stages.outputs("synthetic_faces")["path"]
+                                     if gan_mixing else None)
+        if oversample and self.config.get("equal_epoch_size", False):
+            # Balanced epochs as long as the real split: every variant trains as many steps.
+            config.data.target_per_class = sampling.mean_class_count(
+                self.data.split("train").labels, classes.grouping(grouping))
+        return config
+
+    def run_dir(self, grouping: str, variant: str, seed: int) -> pathlib.Path:
+        return self.workdir / "runs" / grouping / variant / f"seed_{seed}"
+
+    def train_run(self, grouping: str, variant: str, seed: int) -> dict:
+        """Stage body: trains (or resumes) one classifier run."""
+        print(f"  training {grouping} / {variant} / seed {seed}", flush=True)
+        workdir = self.run_dir(grouping, variant, seed)
+        summary = train.train_and_evaluate(self.run_config(grouping, variant, seed), workdir,
+                                           self.data)
+        if summary.get("interrupted") is not None:
+            raise Interrupted(f"run {grouping}/{variant}/seed_{seed}", summary["interrupted"])
+        return {"path": os.path.relpath(workdir, self.workdir)}
+
+    def model_dir(self, setting: str, model: str, variant: str, seed: int) -> pathlib.Path:
+        """The directory a cell's model loads from: its flat run, or a two-tier manifest over
+        the member runs in ``models/<cell>``."""
+        if model == "flat":
+            return self.workdir / self.stages.outputs(run_name(setting, variant, seed))["path"]
+        directory = self.workdir / "models" / cell_name(setting, model, variant, seed)
+        directory.mkdir(parents=True, exist_ok=True)
+        members = {name: os.path.relpath(
+            self.workdir / self.stages.outputs(run_name(grouping.name, variant, seed))["path"],
+            directory) for name, grouping in two_tier.member_groupings(setting).items()}
+        two_tier.write_manifest(directory, setting, self.config.routing, members)
+        return directory
+
+    def groupings(self, setting: str, model: str) -> list[str]:
+        if model == "flat":
+            return [setting]
+        return [grouping.name for grouping in two_tier.member_groupings(setting).values()]
+
+    # ------------------------------------------------------------------------- cells
+    def score_cell(self, setting: str, model: str, variant: str, seed: int) -> dict:
+        """Stage body: the cell's model scored on the evaluation split."""
+        split = self.eval_split()
+        classifier = inference.load(self.model_dir(setting, model, variant, seed),
+                                    self.config.checkpoint)
+        scored = evaluation.evaluate(classifier, self.data.split(split),
+                                     classes.grouping(setting))
+        print(f"  {split} accuracy {report.percent(scored['accuracy'])}%, macro-F1 "
+              f"{report.percent(scored['macro_f1'])}%", flush=True)
+        return {"setting": setting, "model": model, "variant": variant, "seed": seed,
+                "split": split, "accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"],
+                "disgust_recall": report.recall(scored, "disgust"), "report": scored}
+
+    def cell_section(self, setting: str, model: str, variant: str, seed: int) -> dict:
+        """What a cell's score depends on: how it is scored and the runs it reads."""
+        return {"cell": {"setting": setting, "model": model, "variant": variant},
+                "checkpoint": self.config.checkpoint, "eval_split": self.eval_split(),
+                "routing": self.config.routing if model == "two_tier" else None,
+                "runs": [self.stages.outputs(run_name(grouping, variant, seed))["path"]
+                         for grouping in self.groupings(setting, model)]}
+
+    def run_cell(self, setting: str, model: str, variant: str, seed: int, *, label: str) -> dict:
+        """The result of one cell: its runs trained, its model scored (or both found
+        finished)."""
+        for grouping in self.groupings(setting, model):
+            self.stages.run(run_name(grouping, variant, seed),
+                            lambda g=grouping: self.train_run(g, variant, seed),
+                            lambda g=grouping: {"data": self.config.data,
+                                                "run": self.run_config(g, variant, seed)},
+                            label=f"  run {grouping}/{variant}/seed_{seed}",
+                            clear=self.run_dir(grouping, variant, seed))
+        if model == "two_tier":  # the manifest, also for cells finished without one
+            self.model_dir(setting, model, variant, seed)
+        name = cell_name(setting, model, variant, seed)
+        result, _ = self.stages.run(name, lambda: self.score_cell(setting, model, variant, seed),
+                                    lambda: self.cell_section(setting, model, variant, seed),
+                                    label=f"{label} {name}")
+        return result
+
+    def run(self) -> dict:
+        """Runs every unfinished run and cell, then writes the tables; returns the ablation
+        dict (also ``ablation.json``)."""
+        if any(VARIANTS[v][1] for v in self.config.variants):
+            self.stages.run("synthetic_faces", self.synthetic_faces, self.synthetic_faces_section,
+                            label="synthetic faces")
+        cells = self.cells()
+        results = {}
+        for index, cell in enumerate(cells, 1):
+            results[cell_name(*cell)] = self.run_cell(*cell, label=f"[{index}/{len(cells)}]")
+        ablation = {"data": self.data.source, "synthetic_data": self.data.synthetic,
+                    "config": run_guard.to_json(self.config),
+                    "table": report.summarize(results.values()), "cells": results}
+        run_guard.write_json(self.workdir / "ablation.json", ablation)
+        report.save_ablation_figure(self.workdir, ablation)
+        (self.workdir / "ablation.md").write_text(report.render_ablation_report(ablation))
+        return ablation
