@@ -118,7 +118,7 @@ class Ablation:
         config.data.gan_mixing = gan_mixing
         config.data.synthetic_npz = (self.stages.outputs("synthetic_faces")["path"]
                                      if gan_mixing else None)
-        if oversample and self.config.get("equal_epoch_size", False):
+        if oversample and self.config.equal_epoch_size:
             # Balanced epochs as long as the real split: every variant trains as many steps.
             config.data.target_per_class = sampling.mean_class_count(
                 self.data.split("train").labels, classes.grouping(grouping))
@@ -133,7 +133,7 @@ class Ablation:
         workdir = self.run_dir(grouping, variant, seed)
         summary = train.train_and_evaluate(self.run_config(grouping, variant, seed), workdir,
                                            self.data)
-        if summary.get("interrupted") is not None:
+        if summary["interrupted"] is not None:
             raise Interrupted(f"run {grouping}/{variant}/seed_{seed}", summary["interrupted"])
         return {"path": os.path.relpath(workdir, self.workdir)}
 

@@ -33,7 +33,7 @@ def classifier_config(section: ml_collections.ConfigDict,
     """An engine config from a pipeline classifier section: ``data.synthetic_npz`` points at
     the pipeline's synthetic faces when the section has ``data.gan_mixing``."""
     config = section.copy_and_resolve_references()
-    config.data.synthetic_npz = (str(synthetic_npz) if config.data.get("gan_mixing")
+    config.data.synthetic_npz = (str(synthetic_npz) if config.data.gan_mixing
                                  and synthetic_npz is not None else None)
     return config
 
@@ -61,7 +61,7 @@ def _mixes(config) -> list[tuple[int | None, float]]:
     """``(target_per_class, max_synthetic_share)`` of the classifiers with GAN mixing on."""
     sections = [config.flat] + [config.two_tier[m] for m in two_tier.MEMBERS]
     return [(s.data.target_per_class, s.data.max_synthetic_share) for s in sections
-            if s.data.get("gan_mixing")]
+            if s.data.gan_mixing]
 
 
 def train_two_tier(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
@@ -80,7 +80,7 @@ def train_two_tier(config: ml_collections.ConfigDict, workdir: str | pathlib.Pat
         print(f"two-tier ({config.setting}): training {member} [{grouping.name}]", flush=True)
         summary = train.train_and_evaluate(two_tier.member_config(config, member),
                                            workdir / member, data)
-        if summary.get("interrupted") is not None:
+        if summary["interrupted"] is not None:
             raise Interrupted(f"two-tier member {member!r}", summary["interrupted"])
         summaries[member] = summary
     two_tier.write_manifest(workdir, config.setting, config.routing)
@@ -149,7 +149,7 @@ class Pipeline:
         return body, lambda: {"data": self.config.data}, None
 
     def stage_gan(self):
-        reused = self.config.get("gan_workdir")
+        reused = self.config.gan_workdir
         gan_dir = pathlib.Path(reused) if reused else self.workdir / "gan"
 
         def body():
@@ -161,7 +161,7 @@ class Pipeline:
                         "path": str(gan_dir)}
             summary = gan_train.train_gan(self.config.gan, gan_dir, self.data)
             for run in summary["runs"].values():
-                if run.get("interrupted") is not None:
+                if run["interrupted"] is not None:
                     raise Interrupted("stage 'gan'", run["interrupted"])
             return {**summary, "path": "gan"}
 
@@ -231,7 +231,7 @@ class Pipeline:
         def body():
             summary = train.train_and_evaluate(self.classifier_sections()["flat"],
                                                self.workdir / "flat", self.data)
-            if summary.get("interrupted") is not None:
+            if summary["interrupted"] is not None:
                 raise Interrupted("stage 'flat'", summary["interrupted"])
             return {**summary, "path": "flat"}
 
@@ -245,7 +245,7 @@ class Pipeline:
         npz = self.path("synthesize")
         for member in two_tier.MEMBERS:
             config[member] = classifier_config(config[member], npz)
-            if config.get("init_from_flat"):
+            if config.init_from_flat:
                 config[member].init_from = str(self.path("flat"))
         return config
 
@@ -278,7 +278,7 @@ class Pipeline:
             inference.load(flat_dir, eval_config.checkpoint),
             inference.load(self.path("two_tier"), eval_config.checkpoint), self.data,
             tta=eval_config.tta, checkpoint=eval_config.checkpoint,
-            calibration_objective=eval_config.get("calibration"),
+            calibration_objective=eval_config.calibration,
             calibration_folds=eval_config.calibration_folds)
         out["gan"] = None
         if eval_config.gan_samples_per_class:

@@ -91,11 +91,11 @@ def trained(tmp_path_factory, tiny_data):
 
     def member():
         config = pipeline_base.classifier(gan_mixing=False, num_epochs=1, batch_size=32,
-                                             progress=False)
+                                          progress=False)
         config.model_kwargs.width = 4
         return config
 
-    config = pipeline_default.get_config().two_tier
+    config = pipeline_base.get_config().two_tier
     config.setting = "six"
     config.routing = "hard"
     config.tier1, config.negative, config.positive = member(), member(), member()
