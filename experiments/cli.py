@@ -9,6 +9,7 @@ import difflib
 import os
 import pathlib
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 
@@ -16,7 +17,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from fer_jax.errors import FerError
+from fer_jax import classes, inference, two_tier
+from fer_jax.errors import FerError, Interrupted
 
 MIN_FREE_MB = 16  # an output directory with less free space is refused up front
 
@@ -25,16 +27,20 @@ def run_main(main_fn: Callable[[], int | None]) -> None:
     """Runs ``main_fn()`` and exits with its return code (None -> 0).
 
     A :class:`FerError` becomes ``error: <message>`` on stderr and exit code 2, without a
-    traceback; Ctrl-C becomes ``interrupted`` and exit code 130.
+    traceback; a run that stopped on a signal after saving (:class:`Interrupted`) or Ctrl-C
+    elsewhere becomes ``interrupted: ...`` and exit code 128 + the signal number.
     """
     try:
         code = main_fn()
+    except Interrupted as stopped:
+        print(f"interrupted: {stopped}", file=sys.stderr)
+        sys.exit(128 + stopped.signal_number)
     except FerError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGINT)
     sys.exit(code or 0)
 
 
@@ -174,3 +180,32 @@ def experiment_parser(prog: str, description: str, *, example: str,
                         help=f"output directory (default: "
                              f"{default_workdir or 'checkpoints/<config name>'})")
     return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, split: str,
+                        split_help: str = "labelled split to score") -> None:
+    """The options naming a trained model and how to read it (``experiments.evaluate`` and
+    ``experiments.calibrate``): ``--workdir``, ``--data``, ``--split`` (default ``split``),
+    ``--tta``, ``--grouping``, ``--checkpoint``, ``--routing``."""
+    parser.add_argument("--workdir", required=True,
+                        help="run directory of a trained classifier (flat or two-tier)")
+    add_data_argument(parser)
+    parser.add_argument("--split", choices=("val", "test"), default=split, help=split_help)
+    parser.add_argument("--tta", action="store_true",
+                        help="average predictions over flip and 2-pixel shifts")
+    parser.add_argument("--grouping", default=None, choices=sorted(classes.GROUPINGS),
+                        help="label setting to score in (None: the model's)")
+    parser.add_argument("--checkpoint", choices=inference.CHECKPOINTS, default="latest",
+                        help="the final (latest) checkpoint, or the best by val accuracy")
+    parser.add_argument("--routing", choices=two_tier.ROUTINGS, default=None,
+                        help="two-tier models: routing (None: the model's own)")
+
+
+def load_model(args: argparse.Namespace) -> tuple[inference.Classifier, classes.Grouping]:
+    """``(classifier, grouping)`` named by :func:`add_model_arguments`' options: a flat or
+    two-tier model, read in ``--grouping`` (default: its own)."""
+    workdir = pathlib.Path(args.workdir)
+    if not workdir.is_dir():
+        raise FerError(f"{workdir}: no such run directory")
+    classifier = inference.load(workdir, args.checkpoint, routing=args.routing)
+    return classifier, classes.grouping(args.grouping) if args.grouping else classifier.grouping

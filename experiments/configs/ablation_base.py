@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     # split, equal compute across variants) instead of the majority count.
     config.equal_epoch_size = False
     config.checkpoint = "latest"               # "latest" | "best" (by val accuracy)
-    config.eval_split = "auto"                 # "auto": test when the source has one, else val
+    config.eval_split = "auto"                 # "auto" | "val": val; "test" only when asked
     # Synthetic faces for the GAN variants: a .npz or a pipeline workdir holding synthetic.npz;
     # None: train the GAN here with `gan_pipeline` (a pipeline config; its data is config.data).
     config.synthetic_npz = config_dict.placeholder(str)
