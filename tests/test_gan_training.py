@@ -51,6 +51,7 @@ def trained(tiny_data, tmp_path_factory):
     return workdir, summary["runs"]["cgan"]
 
 
+@pytest.mark.slow
 def test_d_step_and_g_step_lower_their_loss_on_a_fixed_batch(tiny_data):
     # The compiled iteration runs a D step then a G step; a zero learning rate freezes one
     # player (Adam's update is then exactly 0), so each step is checked on its own.
@@ -93,6 +94,7 @@ def test_balanced_batches_draw_classes_uniformly(tiny_data):
     assert np.array_equal(batches.batch(5)["key"], batch["key"])  # pure in (seed, step)
 
 
+@pytest.mark.slow
 def test_pmap_and_jit_steps_agree_on_two_devices(tiny_data):
     assert jax.device_count() == 2
     config = tiny_config()
@@ -119,6 +121,7 @@ def test_pmap_and_jit_steps_agree_on_two_devices(tiny_data):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_logs_and_grids(trained):
     workdir, summary = trained
     assert summary["steps"] == 6 and summary["rollbacks"] == 0
@@ -135,6 +138,7 @@ class Killed(Exception):
     """Stands in for the process dying."""
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(trained, tiny_data, tmp_path,
                                                              monkeypatch):
     reference, _ = trained
@@ -170,6 +174,7 @@ def test_a_rollback_halves_both_gan_learning_rates():
     assert lowered == pytest.approx({"g_lr": base.g_lr / 2, "d_lr": base.d_lr / 2})
 
 
+@pytest.mark.slow
 def test_synthesize_writes_a_loadable_npz_with_the_requested_counts(trained, tmp_path, capsys):
     workdir, _ = trained
     out, grid = tmp_path / "fake.npz", tmp_path / "grid.png"
@@ -205,6 +210,7 @@ def test_truncated_latents_stay_within_the_threshold():
     np.testing.assert_array_equal(truncated, train.latents(keys, 16, truncation=0.5))
 
 
+@pytest.mark.slow
 def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, tmp_path,
                                                                     monkeypatch, capsys):
     monkeypatch.setattr(train_gan, "load_from_config", lambda data_config: tiny_data)
@@ -229,6 +235,7 @@ def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, t
     assert "cgan trunc 1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_dcgan_baseline_trains_one_generator_per_class(tiny_data, tmp_path):
     config = tiny_config(model="dcgan", classes=("disgust", "fear"), num_steps=2)
     summary = train.train_gan(config, tmp_path, data=tiny_data)
@@ -239,6 +246,7 @@ def test_dcgan_baseline_trains_one_generator_per_class(tiny_data, tmp_path):
     assert fake.counts()["fear"] == 4 and fake.counts()["disgust"] == 2
 
 
+@pytest.mark.slow
 def test_fer_fid_of_a_set_against_itself_is_zero_and_evaluation_reports(trained, tiny_data):
     model = classifier_models.create_model("compact", 7, width=8)
     variables = jax.jit(functools.partial(model.init, train=False))(

@@ -14,6 +14,8 @@ from fer_jax import classes, inference, report
 from fer_jax.errors import FerError
 from studies import pipeline as pipeline_lib
 
+pytestmark = pytest.mark.slow  # pipelines and ablations end to end: the integration tier
+
 # A tiny pipeline: 2 GAN steps, 1-epoch classifiers of width 4, small synthetic splits.
 TINY = [
     "--config.data.synthetic_sizes.num_train=420",

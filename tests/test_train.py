@@ -139,6 +139,7 @@ def test_multi_process_detection_from_environment():
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_training_learns_the_synthetic_faces(tiny_data, tmp_path):
     config = tiny_config(num_epochs=8, learning_rate=3e-3, optimizer="adam", model="compact")
     config.model_kwargs = {"width": 8, "multipliers": (2, 4, 8), "dense": 64, "dropout": 0.0}
@@ -152,6 +153,7 @@ def test_training_learns_the_synthetic_faces(tiny_data, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tiny_data, tmp_path, monkeypatch):
     config = tiny_config()
     steps_per_epoch = len(tiny_data.split("train")) // config.batch_size
@@ -220,6 +222,7 @@ def _epoch_records(workdir):
     return [r for r in map(json.loads, lines) if "val_accuracy" in r]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -247,6 +250,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
 
 
 # ----------------------------------------------------------------------------- warm start
+@pytest.mark.slow
 def test_init_from_copies_the_backbone_and_keeps_a_fresh_head(tiny_data, tmp_path, capsys):
     source = tmp_path / "source"
     train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)
@@ -283,6 +287,7 @@ def test_init_from_copies_the_backbone_and_keeps_a_fresh_head(tiny_data, tmp_pat
     assert "resuming from" in out and "initialized from" not in out
 
 
+@pytest.mark.slow
 def test_init_from_refuses_another_architecture_or_no_checkpoint(tiny_data, tmp_path):
     source = tmp_path / "source"
     train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)
