@@ -95,7 +95,7 @@ class Ablation:
         gan_pipeline = Pipeline(self.gan_pipeline_config(), self.workdir / "gan_pipeline",
                                 data=self.data, recompute=self.recompute)
         gan_pipeline.run(until="synthesize")
-        return {"path": str(gan_pipeline.workdir / SYNTHETIC_NPZ)}
+        return {"path": f"gan_pipeline/{SYNTHETIC_NPZ}"}
 
     def gan_pipeline_config(self) -> ml_collections.ConfigDict:
         config = self.config.gan_pipeline.copy_and_resolve_references()
@@ -108,16 +108,20 @@ class Ablation:
         return {"gan_pipeline": self.gan_pipeline_config()}
 
     # ------------------------------------------------------------------------- runs
-    def run_config(self, grouping: str, variant: str, seed: int) -> ml_collections.ConfigDict:
-        """Engine config of one classifier run (GAN variants read the synthetic faces stage)."""
+    def run_config(self, grouping: str, variant: str, seed: int,
+                   root: pathlib.Path | None = None) -> ml_collections.ConfigDict:
+        """Engine config of one classifier run (GAN variants read the synthetic faces stage,
+        a path in ``root``: the workdir by default; the run's fingerprint passes
+        ``pathlib.Path()``, so that a moved workdir keeps it)."""
         oversample, gan_mixing = VARIANTS[variant]
         config = self.config.classifier.copy_and_resolve_references()
         config.grouping = grouping
         config.seed = seed
         config.data.oversample = oversample
         config.data.gan_mixing = gan_mixing
-        config.data.synthetic_npz = (self.stages.outputs("synthetic_faces")["path"]
-                                     if gan_mixing else None)
+        config.data.synthetic_npz = (
+            str((self.workdir if root is None else root)
+                / self.stages.outputs("synthetic_faces")["path"]) if gan_mixing else None)
         if oversample and self.config.equal_epoch_size:
             # Balanced epochs as long as the real split: every variant trains as many steps.
             config.data.target_per_class = sampling.mean_class_count(
@@ -184,7 +188,8 @@ class Ablation:
             self.stages.run(run_name(grouping, variant, seed),
                             lambda g=grouping: self.train_run(g, variant, seed),
                             lambda g=grouping: {"data": self.config.data,
-                                                "run": self.run_config(g, variant, seed)},
+                                                "run": self.run_config(g, variant, seed,
+                                                                       pathlib.Path())},
                             label=f"  run {grouping}/{variant}/seed_{seed}",
                             clear=self.run_dir(grouping, variant, seed))
         if model == "two_tier":  # the manifest, also for cells finished without one

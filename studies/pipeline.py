@@ -111,10 +111,12 @@ class Pipeline:
             self._data = load_from_config(self.config.data)
         return self._data
 
-    def path(self, stage: str) -> pathlib.Path | None:
-        """The folder or file a finished stage wrote (its ``path`` output), in the workdir."""
+    def path(self, stage: str, root: pathlib.Path | None = None) -> pathlib.Path | None:
+        """The folder or file a finished stage wrote (its ``path`` output) in ``root`` (the
+        workdir by default; sections pass ``pathlib.Path()``, so that a moved workdir keeps
+        its fingerprints)."""
         path = self.stages.outputs(stage)["path"]
-        return None if path is None else self.workdir / path
+        return None if path is None else (self.workdir if root is None else root) / path
 
     def run(self, until: str | None = None) -> dict[str, float]:
         """Runs every unfinished stage in order (up to and including ``until``); returns
@@ -195,9 +197,11 @@ class Pipeline:
                               "synthesize": self.config.synthesize,
                               "mixes": _mixes(self.config)}, None
 
-    def classifier_sections(self) -> dict[str, ml_collections.ConfigDict]:
-        """Engine configs of the flat model and the two-tier members, ready to train."""
-        npz = self.path("synthesize")
+    def classifier_sections(self, root: pathlib.Path | None = None
+                            ) -> dict[str, ml_collections.ConfigDict]:
+        """Engine configs of the flat model and the two-tier members, ready to train (paths
+        in ``root``, see :meth:`path`)."""
+        npz = self.path("synthesize", root)
         sections = {"flat": classifier_config(self.config.flat, npz)}
         for member in two_tier.MEMBERS:
             sections[member] = classifier_config(
@@ -223,7 +227,7 @@ class Pipeline:
 
         def section():
             return {"mix": {name: {"grouping": s.grouping, "seed": s.seed, "data": s.data}
-                            for name, s in self.classifier_sections().items()}}
+                            for name, s in self.classifier_sections(pathlib.Path()).items()}}
 
         return body, section, None
 
@@ -235,18 +239,19 @@ class Pipeline:
                 raise Interrupted("stage 'flat'", summary["interrupted"])
             return {**summary, "path": "flat"}
 
-        return (body, lambda: {"flat": self.classifier_sections()["flat"]},
+        return (body, lambda: {"flat": self.classifier_sections(pathlib.Path())["flat"]},
                 self.workdir / "flat")
 
-    def two_tier_config(self) -> ml_collections.ConfigDict:
+    def two_tier_config(self, root: pathlib.Path | None = None) -> ml_collections.ConfigDict:
         """The two-tier section ready to train: members mix the synthetic faces as configured
-        and, with ``init_from_flat``, fine-tune this run's flat model."""
+        and, with ``init_from_flat``, fine-tune this run's flat model (paths in ``root``, see
+        :meth:`path`)."""
         config = self.config.two_tier.copy_and_resolve_references()
-        npz = self.path("synthesize")
+        npz = self.path("synthesize", root)
         for member in two_tier.MEMBERS:
             config[member] = classifier_config(config[member], npz)
             if config.init_from_flat:
-                config[member].init_from = str(self.path("flat"))
+                config[member].init_from = str(self.path("flat", root))
         return config
 
     def stage_two_tier(self):
@@ -255,7 +260,7 @@ class Pipeline:
                                        self.data)
             return {**summaries, "path": "two_tier"}
 
-        return (body, lambda: {"two_tier": self.two_tier_config()},
+        return (body, lambda: {"two_tier": self.two_tier_config(pathlib.Path())},
                 self.workdir / "two_tier")
 
     def stage_evaluate(self):
