@@ -16,6 +16,10 @@ several devices equals a step on the whole batch). Models are built by name thro
   with BatchNorm + ReLU and 2x2 max-pool, then FC 4096-4096 with dropout.
 * ``compact``: a narrow VGG-style network for CPU budgets (one conv at 48x48, then two convs
   per stage at 24/12/6 px, wide only at low resolution, a small dense head); see its docstring.
+
+``layer_impl`` picks the BatchNorm and 2x2 max-pool: ``"fast"`` (:mod:`fer_jax.conv`, the same
+values with gradients XLA:CPU runs 1.4x faster per training step) or ``"flax"``
+(``nn.BatchNorm``, ``nn.max_pool``). Both have the same variables.
 """
 
 from __future__ import annotations
@@ -28,9 +32,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fer_jax import conv as conv_lib
 from fer_jax import parallel
 
 Dtype = Any
+LAYER_IMPLS = ("fast", "flax")
+
+
+def batch_norm(layer_impl: str, **kwargs) -> nn.Module:
+    """BatchNorm over the last axis (momentum 0.9, epsilon 1e-5) of ``layer_impl``."""
+    if layer_impl not in LAYER_IMPLS:
+        raise ValueError(f"unknown layer_impl {layer_impl!r}; expected one of {LAYER_IMPLS}")
+    norm = conv_lib.BatchNorm if layer_impl == "fast" else nn.BatchNorm
+    return norm(momentum=0.9, epsilon=1e-5, **kwargs)
+
+
+def max_pool(x, layer_impl: str):
+    """2x2 max-pool, stride 2, VALID."""
+    return conv_lib.max_pool(x) if layer_impl == "fast" else nn.max_pool(x, (2, 2), (2, 2))
 
 
 class Dropout(nn.Dropout):
@@ -63,13 +82,14 @@ class ConvBN(nn.Module):
     relu: bool = True
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    layer_impl: str = "fast"
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.Conv(self.features, (self.kernel, self.kernel), (self.strides, self.strides),
                     padding=self.padding, use_bias=False, dtype=self.dtype)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, axis_name=self.bn_axis_name)(x)
+        x = batch_norm(self.layer_impl, use_running_average=not train, dtype=self.dtype,
+                       axis_name=self.bn_axis_name)(x)
         return nn.relu(x) if self.relu else x
 
 
@@ -80,12 +100,13 @@ class DenseBN(nn.Module):
     dropout: float
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    layer_impl: str = "fast"
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = nn.Dense(self.features, use_bias=False, dtype=self.dtype)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, axis_name=self.bn_axis_name)(x)
+        x = batch_norm(self.layer_impl, use_running_average=not train, dtype=self.dtype,
+                       axis_name=self.bn_axis_name)(x)
         dropout = Dropout(self.dropout, deterministic=not train, axis_name=self.bn_axis_name)
         return dropout(nn.relu(x))
 
@@ -102,20 +123,21 @@ class SeedCNN(nn.Module):
     width: int = 32
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    layer_impl: str = "fast"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         conv = functools.partial(ConvBN, padding="VALID", dtype=self.dtype,
-                                 bn_axis_name=self.bn_axis_name)
+                                 bn_axis_name=self.bn_axis_name, layer_impl=self.layer_impl)
         x = x.astype(self.dtype)
         w = self.width
         for features in ((w, 2 * w), (4 * w, 4 * w), (8 * w, 8 * w)):
             for f in features:
                 x = conv(f)(x, train)
-            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = max_pool(x, self.layer_impl)
             x = Dropout(0.25, deterministic=not train, axis_name=self.bn_axis_name)(x)
         x = x.reshape((x.shape[0], -1))
-        x = DenseBN(8 * w, 0.5, self.dtype, self.bn_axis_name)(x, train)
+        x = DenseBN(8 * w, 0.5, self.dtype, self.bn_axis_name, self.layer_impl)(x, train)
         return _classifier_output(x, self.num_classes)
 
 
@@ -131,6 +153,7 @@ class VGG(nn.Module):
     dropout: float = 0.5
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    layer_impl: str = "fast"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -138,8 +161,8 @@ class VGG(nn.Module):
         for multiplier, convs in self.stages:
             for _ in range(convs):
                 x = ConvBN(self.width * multiplier, dtype=self.dtype,
-                           bn_axis_name=self.bn_axis_name)(x, train)
-            x = nn.max_pool(x, (2, 2), (2, 2))
+                           bn_axis_name=self.bn_axis_name, layer_impl=self.layer_impl)(x, train)
+            x = max_pool(x, self.layer_impl)
         x = x.reshape((x.shape[0], -1))
         for features in self.head:
             x = nn.Dense(features, dtype=self.dtype)(x)
@@ -169,18 +192,21 @@ class Compact(nn.Module):
     dropout: float = 0.3
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    layer_impl: str = "fast"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        conv = functools.partial(ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+        conv = functools.partial(ConvBN, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                                 layer_impl=self.layer_impl)
         x = conv(self.width)(x.astype(self.dtype), train)
-        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = max_pool(x, self.layer_impl)
         for multiplier in self.multipliers:
             x = conv(self.width * multiplier)(x, train)
             x = conv(self.width * multiplier)(x, train)
-            x = nn.max_pool(x, (2, 2), (2, 2))
+            x = max_pool(x, self.layer_impl)
         x = x.reshape((x.shape[0], -1))
-        x = DenseBN(self.dense, self.dropout, self.dtype, self.bn_axis_name)(x, train)
+        x = DenseBN(self.dense, self.dropout, self.dtype, self.bn_axis_name,
+                    self.layer_impl)(x, train)
         return _classifier_output(x, self.num_classes)
 
 

@@ -139,3 +139,49 @@ def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
         return TqdmProgress(total=total, initial=initial, desc=desc, unit="step",
                             dynamic_ncols=True)
     return PlainProgress(total, initial, desc)
+
+
+# ----------------------------------------------------------------------------- XLA:CPU defaults
+# Convolutions on XLA's own (Eigen) kernels, dots on YNNPACK: jaxlib 0.10.2 sends convolutions to
+# YNNPACK by default, which runs this project's forward and weight-gradient convolutions 2-4x
+# slower (docs/benchmark_cpu.md).
+CPU_XLA_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_dot"}
+CPU_DEFAULTS_ENV = "FER_JAX_CPU_DEFAULTS"  # "0": configure() sets nothing
+_configured: dict | None = None
+
+
+def configure() -> dict:
+    """Adds :data:`CPU_XLA_FLAGS` to ``XLA_FLAGS`` before JAX initialises its backends.
+
+    A flag the user already set in ``XLA_FLAGS`` is kept as set. Nothing is set when
+    ``JAX_PLATFORMS`` excludes the CPU, when ``FER_JAX_CPU_DEFAULTS=0``, or when a backend is
+    already initialised (too late: XLA reads the flags then). Called by every entry point
+    (``experiments/__init__.py``); later calls return the first call's record.
+
+    Returns: ``{"set": {flag: value}, "XLA_FLAGS": ..., "skipped": reason or None}``, for
+    reports.
+    """
+    global _configured
+    if _configured is not None:
+        return _configured
+    import os
+
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    skipped = None
+    if os.environ.get(CPU_DEFAULTS_ENV) == "0":
+        skipped = f"{CPU_DEFAULTS_ENV}=0"
+    elif platforms and "cpu" not in platforms.split(","):
+        skipped = f"JAX_PLATFORMS={platforms}"
+    elif xla_bridge.backends_are_initialized():
+        skipped = "JAX backends already initialised"
+    added = {} if skipped else {
+        name: value for name, value in CPU_XLA_FLAGS.items()
+        if f"{name.lstrip('-')}=" not in flags}
+    if added:
+        flags = " ".join([flags, *(f"{name}={value}" for name, value in added.items())]).strip()
+        os.environ["XLA_FLAGS"] = flags
+    _configured = {"set": added, "XLA_FLAGS": flags, "skipped": skipped}
+    return _configured

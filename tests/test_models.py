@@ -98,3 +98,27 @@ def test_create_model_from_json_config_lists_is_hashable():
     model = create_model("compact", 7, width=8, multipliers=[2, 4, 8], dense=64)
     assert model.multipliers == (2, 4, 8)
     hash(model)
+
+
+def test_layer_impls_agree():
+    """The fast layers (fer_jax.conv) and flax's: same variables, outputs and gradients."""
+    x = jnp.asarray(np.random.default_rng(2).random((4, 48, 48, 1)), jnp.float32)
+    results = []
+    for impl in models.LAYER_IMPLS:
+        model = models.create_model("seed_cnn", 7, width=4, layer_impl=impl)
+        variables = model.init(jax.random.key(0), x)
+
+        def loss(params, model=model, variables=variables):
+            logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                          rngs={"dropout": jax.random.key(1)},
+                                          mutable=["batch_stats"])
+            return jnp.mean(logits ** 2), (logits, updates["batch_stats"])
+
+        results.append(jax.grad(loss, has_aux=True)(variables["params"]))
+    fast, flax_ = results
+    assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(flax_)
+    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(flax_)):
+        scale = float(jnp.max(jnp.abs(b))) or 1.0
+        np.testing.assert_allclose(a / scale, b / scale, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown layer_impl"):
+        models.create_model("compact", 7, layer_impl="eigen").init(jax.random.key(0), x)

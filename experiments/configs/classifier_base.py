@@ -12,6 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model_kwargs = ml_collections.ConfigDict(
         {"width": 8, "multipliers": (2, 4, 8), "dense": 64})
     config.dtype = "float32"          # compute dtype: "float32" | "bfloat16" (params stay f32)
+    config.layer_impl = "fast"        # BatchNorm/max-pool: "fast" (fer_jax.conv) | "flax"
     config.grouping = "seven"         # fer_jax.classes grouping: "seven", "six" (no disgust), ...
 
     config.data = ml_collections.ConfigDict({
