@@ -70,11 +70,12 @@ def record(directory: str | os.PathLike, section: Any) -> None:
 
 def differences(directory: str | os.PathLike, section: Any) -> list[str]:
     """Changed keys between the section recorded in ``directory`` and ``section`` (empty when
-    nothing is recorded or nothing changed)."""
+    nothing is recorded or nothing changed; a key added since with the value None, e.g. a new
+    schema key left unset, changes nothing)."""
     saved = recorded(directory)
     if saved is None or saved["hash"] == config_hash(section):
         return []
-    return changed_keys(saved["config"], to_json(section)) or ["(hash)"]
+    return changed_keys(saved["config"], to_json(section))
 
 
 def check(directory: str | os.PathLike, section: Any, *, what: str = "run",

@@ -34,3 +34,9 @@ def test_check_records_then_passes_then_refuses_naming_the_key(tmp_path):
     assert run_guard.differences(tmp_path, changed) == ["data.source"]
     with pytest.raises(FerError, match=r"changed: data\.source\)"):
         run_guard.check(tmp_path, changed)
+
+
+def test_a_new_key_left_unset_is_no_change(tmp_path):
+    run_guard.check(tmp_path, section())
+    run_guard.check(tmp_path, section(new_option=None))
+    assert run_guard.differences(tmp_path, section(new_option=1)) == ["new_option"]
