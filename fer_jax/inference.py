@@ -21,7 +21,7 @@ from fer_jax import classes, metrics, two_tier
 from fer_jax.data import augment as augment_lib
 from fer_jax.data.dataset import Split
 from fer_jax.errors import FerCheckpointError
-from fer_jax.state import build_model, state_template
+from fer_jax.state import build_model, inference_variables, state_template
 
 TTA_VIEWS = ((False, 0, 0), (True, 0, 0), (False, 2, 0), (False, -2, 0), (False, 0, 2),
              (False, 0, -2))
@@ -221,5 +221,5 @@ def load(workdir: str | pathlib.Path, checkpoint: str = "latest", *,
     return Classifier(grouping, f"{config.model} ({grouping.name}) from {workdir}, "
                                 f"{checkpoint} checkpoint (step {restored.step})",
                       model=build_model(config),
-                      variables={"params": state.params, "batch_stats": state.batch_stats},
+                      variables=inference_variables(state),
                       config=config, step=restored.step, batch_size=batch_size)

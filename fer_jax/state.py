@@ -18,9 +18,28 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class TrainState(train_state.TrainState):
-    """Flax TrainState plus BatchNorm statistics."""
+    """Flax TrainState plus BatchNorm statistics and, with ``config.ema_decay`` > 0, their
+    exponential moving average ``ema`` (``{"params", "batch_stats"}``) that predicts."""
 
     batch_stats: Any
+    ema: Any = None
+
+
+def inference_variables(state: TrainState) -> dict:
+    """The variables a trained classifier predicts with: its weight EMA when it keeps one."""
+    if state.ema is not None:
+        return state.ema
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def update_ema(state: TrainState, decay: float, warmup_steps: int) -> TrainState:
+    """``state`` with ``ema <- d * ema + (1 - d) * (params, batch_stats)``, where ``d`` is
+    ``decay`` from step ``warmup_steps`` on and 0 before (the average starts from the weights
+    of the end of the warm-up, not from the random initialisation)."""
+    d = jnp.where(state.step < warmup_steps, 0.0, decay)
+    current = {"params": state.params, "batch_stats": state.batch_stats}
+    return state.replace(ema=jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p,
+                                                    state.ema, current))
 
 
 # ----------------------------------------------------------------------------- model, optimizer
@@ -101,7 +120,15 @@ def create_train_state(config: ml_collections.ConfigDict, seed: int, steps_per_e
     train_model = build_model(config, bn_axis_name=bn_axis_name)
     return TrainState.create(apply_fn=train_model.apply, params=variables["params"],
                              batch_stats=variables["batch_stats"],
-                             tx=make_optimizer(config, steps_per_epoch))
+                             tx=make_optimizer(config, steps_per_epoch),
+                             ema=fresh_ema(variables) if config.ema_decay > 0 else None)
+
+
+def fresh_ema(variables: dict) -> dict:
+    """A weight EMA starting at ``variables``: copies (a donated train state must not hold
+    one buffer twice)."""
+    return jax.tree_util.tree_map(jnp.copy, {"params": variables["params"],
+                                             "batch_stats": variables["batch_stats"]})
 
 
 def state_template(config: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -30,7 +30,15 @@ from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerCheckpointError, FerError
 from fer_jax.inference import evaluate_split, load
 from fer_jax.runtime import read_history
-from fer_jax.state import TrainState, create_train_state, learning_rate_schedule, state_template
+from fer_jax.state import (
+    TrainState,
+    create_train_state,
+    fresh_ema,
+    inference_variables,
+    learning_rate_schedule,
+    state_template,
+    update_ema,
+)
 
 
 def initialize_from(state: TrainState, config: ml_collections.ConfigDict,
@@ -67,13 +75,17 @@ def initialize_from(state: TrainState, config: ml_collections.ConfigDict,
 
     state = state.replace(params=merge("params", state.params),
                           batch_stats=merge("batch_stats", state.batch_stats))
+    if state.ema is not None:  # the average starts from the warm-started weights
+        state = state.replace(ema=fresh_ema({"params": state.params,
+                                             "batch_stats": state.batch_stats}))
     return state, fresh
 
 
 # ----------------------------------------------------------------------------- steps
 @functools.lru_cache(maxsize=16)
 def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConfig,
-                    label_smoothing: float, axis_name: str | None) -> Callable:
+                    label_smoothing: float, axis_name: str | None, ema_decay: float = 0.0,
+                    ema_warmup_steps: int = 0) -> Callable:
     """The pure training step ``(state, batch, rng, images, labels) -> (state, metrics)``.
 
     ``images`` uint8 ``[N, 48, 48]`` and ``labels`` int32 ``[N]`` are the device-resident
@@ -81,8 +93,9 @@ def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConf
     ``i`` of the global batch is augmented with row ``i`` of ``split(fold_in(rng, 0), B)`` and
     its dropout mask is its row of the global mask (key ``fold_in(rng, 1)``), so the result
     does not depend on how the batch is split. Gradients, batch statistics and metrics are
-    averaged over ``axis_name`` (:attr:`fer_jax.parallel.Placement.step_axis`). Cached: equal
-    arguments give the same function (and so one compilation).
+    averaged over ``axis_name`` (:attr:`fer_jax.parallel.Placement.step_axis`). With
+    ``ema_decay`` > 0 the state's weight EMA follows (:func:`fer_jax.state.update_ema`).
+    Cached: equal arguments give the same function (and so one compilation).
     """
     def train_step(state: TrainState, batch, rng, images, labels):
         x = augment_lib.to_float(images[batch["indices"]])
@@ -109,6 +122,8 @@ def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConf
         state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, batch_stats=batch_stats)
+        if ema_decay > 0:
+            state = update_ema(state, ema_decay, ema_warmup_steps)
         return state, step_metrics
 
     return train_step
@@ -229,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     step = parallel.compile_step(
         make_train_step(num_classes=grouping.num_classes,
                         augment_config=augment_lib.augment_config_from(config.augment),
-                        label_smoothing=config.label_smoothing, axis_name=bn_axis),
+                        label_smoothing=config.label_smoothing, axis_name=bn_axis,
+                        ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps),
         placement, num_consts=2)
     task = loop.Task(
         name=f"{config.model} {pathlib.Path(workdir).name}",
@@ -283,7 +299,7 @@ def _end_of_epoch(config, state: TrainState, prepared: PreparedData, train_means
     """Evaluates val after an epoch; prints and returns the epoch's record."""
     grouping = classes.grouping(config.grouping)
     report, val_loss = evaluate_split(
-        state.apply_fn, {"params": state.params, "batch_stats": state.batch_stats},
+        state.apply_fn, inference_variables(state),
         prepared.val, grouping.class_names, batch_size=config.eval_batch_size)
     record = {"epoch": epoch, "train_loss": train_means.get("loss", float("nan")),
               "train_accuracy": train_means.get("accuracy", float("nan")),
@@ -301,7 +317,7 @@ def _final_report(config, workdir: pathlib.Path, state: TrainState, prepared: Pr
     and curves.png."""
     grouping = classes.grouping(config.grouping)
     report, loss = evaluate_split(
-        state.apply_fn, {"params": state.params, "batch_stats": state.batch_stats},
+        state.apply_fn, inference_variables(state),
         prepared.val, grouping.class_names, batch_size=config.eval_batch_size)
     history = [r for r in read_history(workdir) if "val_accuracy" in r]
     out = {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],

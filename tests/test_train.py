@@ -298,3 +298,32 @@ def test_init_from_refuses_another_architecture_or_no_checkpoint(tiny_data, tmp_
         train.initialize_from(state, wider, source)
     with pytest.raises(FerCheckpointError, match="missing.*no checkpoint found"):
         train.initialize_from(state, wider, tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- weight EMA
+def test_ema_follows_the_weights_during_warmup_then_averages_with_its_decay():
+    config = tiny_config(ema_decay=0.9, ema_warmup_steps=2)
+    state = state_lib.create_train_state(config, 0, 10)
+    ones = jax.tree_util.tree_map(np.ones_like, state.params)
+    twos = jax.tree_util.tree_map(lambda p: 2 * np.ones_like(p), state.params)
+    warm = state_lib.update_ema(state.replace(step=1, params=ones), 0.9, 2)
+    leaf = lambda tree: np.asarray(jax.tree_util.tree_leaves(tree["params"])[0])
+    np.testing.assert_array_equal(leaf(warm.ema), 1.0)          # d = 0 before step 2
+    after = state_lib.update_ema(warm.replace(step=2, params=twos), 0.9, 2)
+    np.testing.assert_allclose(leaf(after.ema), 0.9 * 1.0 + 0.1 * 2.0, rtol=1e-6)
+    assert state_lib.inference_variables(after) is after.ema
+    assert state_lib.create_train_state(tiny_config(), 0, 10).ema is None
+
+
+@pytest.mark.slow
+def test_a_run_with_ema_predicts_with_the_average(tiny_data, tmp_path):
+    config = tiny_config(num_epochs=1, ema_decay=0.5, ema_warmup_steps=1)
+    train.train_and_evaluate(config, tmp_path, data=tiny_data)
+    classifier = inference.load(tmp_path)
+    with checkpoint.Checkpointer(tmp_path) as ckpt:
+        saved = ckpt.restore(state_lib.state_template(config, 13)).state
+    for got, want in zip(jax.tree_util.tree_leaves(classifier.variables),
+                         jax.tree_util.tree_leaves(saved.ema), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(jax.tree_util.tree_leaves(saved.ema["params"])[0],
+                              jax.tree_util.tree_leaves(saved.params)[0])

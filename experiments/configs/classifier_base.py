@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.plateau_patience = 3
     config.label_smoothing = 0.0
     config.grad_clip_norm = 0.0       # 0 = off
+    config.ema_decay = 0.0            # weight EMA that predicts (e.g. 0.999); 0 = off
+    config.ema_warmup_steps = 200     # the EMA starts from the weights at this step
+    config.ensemble_size = 1          # K > 1: K members (seeds seed..seed+K-1) in one vmapped step
 
     config.log_every_steps = 10
     config.checkpoint_every_steps = 0  # 0: only at epoch ends (and on SIGTERM/SIGINT)
