@@ -5,15 +5,28 @@ host devices is set before JAX starts) measures, per batch size: compile time, t
 inference images/s, FLOPs per image (XLA cost analysis of the compiled programs) and peak
 memory (max RSS; device memory_stats where the backend has them). The parent also measures
 float32 GEMM GFLOP/s, so each throughput is also given as a fraction of that practical peak.
-Writes JSON and a markdown table.
+Training is a full Adam step (cross-entropy, on-device augmentation) on random data. Writes
+JSON and a markdown table.
+
+``--against torch`` also trains the same networks (same layers and parameter count, batch,
+Adam and cross-entropy; no augmentation) in PyTorch, eager and ``torch.compile`` (the model;
+the optimizer step stays eager), each in its own subprocess, and prints fer-jax / torch.compile
+ratios (``pip install -e '.[bench]'``; skipped with a note when torch is missing).
+``--before`` also measures fer-jax as it was before issue #14 (``layer_impl="flax"``, no
+:func:`fer_jax.runtime.configure` flags). ``--json OUT`` writes one row per (model, batch,
+framework): ``{"model", "batch", "framework", "train_images_per_sec", "infer_images_per_sec"}``
+(fer-jax rows also give ``mode``, ``devices`` and the XLA flags ``configure()`` set).
 
     python -m experiments.benchmark [--models seed_cnn vgg13 compact] [--batches 64 256]
         [--modes jit pmap] [--devices 1 2] [--steps 5] [--out checkpoints/benchmark]
+        [--against torch] [--before] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +39,8 @@ from experiments.cli import run_main
 
 # Model widths as trained (configs); the benchmark measures the real thing.
 MODEL_KWARGS = {"compact": {"width": 16, "multipliers": (2, 6, 16), "dense": 256}}
+FRAMEWORKS = ("fer-jax", "fer-jax-before", "torch-eager", "torch-compile")
+NUM_CLASSES = 7
 
 
 def gemm_gflops(size: int = 1024, repeats: int = 10) -> float:
@@ -60,30 +75,33 @@ def _timed(fn, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(model_name: str, mode: str, batch: int, steps: int) -> dict:
+def measure(model_name: str, mode: str, batch: int, steps: int, before: bool = False) -> dict:
     """One worker measurement (runs inside the subprocess)."""
     import jax
     import ml_collections
     import numpy as np
 
     from experiments.configs import smoke
-    from fer_jax import parallel, train
+    from fer_jax import parallel, runtime, train
     from fer_jax import state as state_lib
     from fer_jax.data import augment
 
     config = smoke.get_config()
     config.model = model_name
     config.model_kwargs = MODEL_KWARGS.get(model_name, {})
-    config.optimizer, config.schedule = "sgd", "constant"
+    config.optimizer, config.schedule, config.weight_decay = "adam", "constant", 0.0
+    config.learning_rate = 1e-3
+    config.layer_impl = "flax" if before else "fast"
     placement = parallel.make_placement(mode)
     bn_axis = parallel.AXIS if mode == "pmap" else None
     state = state_lib.create_train_state(config, 0, 100, bn_axis_name=bn_axis)
     rng = np.random.default_rng(0)
     pool = rng.integers(0, 256, (max(1024, batch), 48, 48), dtype=np.uint8)
     labels = rng.integers(0, 7, len(pool)).astype(np.int32)
-    step_fn = parallel.compile_step(
-        train.make_train_step(num_classes=7, augment_config=augment.AugmentConfig()),
-        placement, num_consts=2, donate_state=False)
+    make_step = functools.partial(train.make_train_step, num_classes=NUM_CLASSES,
+                                  augment_config=augment.AugmentConfig(), label_smoothing=0.0)
+    step_fn = parallel.compile_step(make_step(axis_name=placement.step_axis), placement,
+                                    num_consts=2, donate_state=False)
     state = placement.replicate(state)
     consts = placement.replicate(pool), placement.replicate(labels)
     batch_arrays = placement.shard_batch({"indices": np.arange(batch, dtype=np.int32)})
@@ -107,14 +125,15 @@ def measure(model_name: str, mode: str, batch: int, steps: int) -> dict:
 
     train_flops = None
     if mode == "jit" and placement.num_devices == 1:
-        lowered = jax.jit(train.make_train_step(
-            num_classes=7, augment_config=augment.AugmentConfig())).lower(
-                host, {"indices": np.arange(batch, dtype=np.int32)}, key, pool, labels)
+        lowered = jax.jit(make_step(axis_name=None)).lower(
+            host, {"indices": np.arange(batch, dtype=np.int32)}, key, pool, labels)
         train_flops = _flops(lowered.compile())
     infer_flops = _flops(compiled_forward)
     memory = jax.devices()[0].memory_stats() or {}
     return {
-        "model": model_name, "mode": mode, "devices": placement.num_devices, "batch": batch,
+        "model": model_name, "framework": "fer-jax-before" if before else "fer-jax",
+        "xla_flags": runtime.configure()["XLA_FLAGS"],
+        "mode": mode, "devices": placement.num_devices, "batch": batch,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(host.params))),
         "compile_train_s": compile_train, "compile_infer_s": compile_infer,
         "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s,
@@ -125,47 +144,166 @@ def measure(model_name: str, mode: str, batch: int, steps: int) -> dict:
     }
 
 
+def torch_model(name: str):
+    """fer_jax.models' ``name`` (at :data:`MODEL_KWARGS` widths) as a PyTorch ``Sequential``:
+    the same layers and parameter count (flattening order differs: NCHW)."""
+    from torch import nn
+
+    def conv_bn(cin, cout, padding):
+        return [nn.Conv2d(cin, cout, 3, padding=padding, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU()]
+
+    def dense_bn(fin, fout, dropout):
+        return [nn.Linear(fin, fout, bias=False), nn.BatchNorm1d(fout), nn.ReLU(),
+                nn.Dropout(dropout)]
+
+    layers, channels = [], 1
+    if name == "seed_cnn":
+        w = 32
+        for stage in ((w, 2 * w), (4 * w, 4 * w), (8 * w, 8 * w)):
+            for features in stage:
+                layers += conv_bn(channels, features, 0)
+                channels = features
+            layers += [nn.MaxPool2d(2), nn.Dropout(0.25)]
+        layers += [nn.Flatten(), *dense_bn(2 * 2 * 8 * w, 8 * w, 0.5), nn.Linear(8 * w, NUM_CLASSES)]
+    elif name == "compact":
+        kwargs = MODEL_KWARGS["compact"]
+        w = kwargs["width"]
+        layers += [*conv_bn(1, w, 1), nn.MaxPool2d(2)]
+        channels = w
+        for multiplier in kwargs["multipliers"]:
+            layers += [*conv_bn(channels, w * multiplier, 1),
+                       *conv_bn(w * multiplier, w * multiplier, 1), nn.MaxPool2d(2)]
+            channels = w * multiplier
+        layers += [nn.Flatten(), *dense_bn(3 * 3 * channels, kwargs["dense"], 0.3),
+                   nn.Linear(kwargs["dense"], NUM_CLASSES)]
+    elif name == "vgg13":
+        for multiplier in (1, 2, 4, 8, 8):
+            for _ in range(2):
+                layers += conv_bn(channels, 64 * multiplier, 1)
+                channels = 64 * multiplier
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.Flatten(), nn.Linear(512, 512), nn.ReLU(), nn.Dropout(0.5),
+                   nn.Linear(512, NUM_CLASSES)]
+    else:
+        raise ValueError(f"no PyTorch version of {name!r}")
+    return nn.Sequential(*layers)
+def measure_torch(model_name: str, batch: int, steps: int, compiled: bool) -> dict:
+    """PyTorch training (Adam, cross-entropy) and inference images/s (runs in a subprocess)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch_model(model_name)
+    run = torch.compile(model) if compiled else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    images, labels = torch.rand(batch, 1, 48, 48), torch.randint(0, NUM_CLASSES, (batch,))
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(run(images), labels).backward()
+        optimizer.step()
+
+    def infer():
+        with torch.no_grad():
+            run(images)
+
+    model.train()
+    train_step()  # compiles; _timed warms up once more
+    train_s = _timed(train_step, steps)
+    model.eval()
+    infer()
+    infer_s = _timed(infer, steps)
+    return {"model": model_name, "framework": "torch-compile" if compiled else "torch-eager",
+            "batch": batch, "params": sum(p.numel() for p in model.parameters()),
+            "torch_threads": torch.get_num_threads(),
+            "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s}
+
+
 def worker(args) -> int:
     for batch in args.batches:
-        print("RESULT " + json.dumps(measure(args.models[0], args.modes[0], batch, args.steps)),
-              flush=True)
+        if args.framework.startswith("torch"):
+            result = measure_torch(args.models[0], batch, args.steps,
+                                   args.framework == "torch-compile")
+        else:
+            result = measure(args.models[0], args.modes[0], batch, args.steps,
+                             before=args.framework == "fer-jax-before")
+        print("RESULT " + json.dumps(result), flush=True)
     return 0
 
 
-def run_worker(model: str, mode: str, devices: int, args) -> list[dict]:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def run_worker(model: str, framework: str, args, mode: str = "jit",
+               devices: int = 1) -> list[dict]:
+    """Measures in a fresh process, with the user's XLA flags plus one forcing ``devices`` host
+    devices (the worker's :func:`fer_jax.runtime.configure` adds its own, except for
+    ``fer-jax-before``)."""
+    from fer_jax import runtime
+
+    user_flags = runtime.configure()["user_XLA_FLAGS"]
+    flags = f"{user_flags} --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, XLA_FLAGS=flags.strip())
+    if framework == "fer-jax-before":
+        env[runtime.CPU_DEFAULTS_ENV] = "0"
     command = [sys.executable, "-m", "experiments.benchmark", "--worker", "--models", model,
-               "--modes", mode, "--steps", str(args.steps), "--batches",
-               *map(str, args.batches)]
+               "--framework", framework, "--modes", mode, "--steps", str(args.steps),
+               "--batches", *map(str, args.batches)]
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
                if line.startswith("RESULT ")]
     if done.returncode or not results:
-        print(f"  {model} {mode} x{devices} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        print(f"  {model} {framework} {mode} x{devices} failed:\n{done.stderr[-2000:]}",
+              file=sys.stderr)
     return results
 
 
 def markdown_table(results: list[dict], gemm: float) -> str:
     # Train FLOPs/image come from the 1-device jit program of the same model and batch.
     flops = {(r["model"], r["batch"]): r["train_mflop_per_image"] for r in results
-             if r["train_mflop_per_image"]}
+             if r.get("train_mflop_per_image")}
     lines = [f"float32 GEMM (1024^3, jit): {gemm:.1f} GFLOP/s\n",
-             ("| model | params | mode | devices | batch | train img/s | infer img/s | "
-              "train MFLOP/img | infer MFLOP/img | train GFLOP/s | % of GEMM | "
+             ("| model | framework | params | mode | devices | batch | train img/s | "
+              "infer img/s | train MFLOP/img | infer MFLOP/img | train GFLOP/s | % of GEMM | "
               "compile train/infer s | peak RSS MB |"),
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        if not r["framework"].startswith("fer-jax"):
+            continue
         mflop = flops.get((r["model"], r["batch"]))
         achieved = r["train_images_per_s"] * mflop / 1e3 if mflop else None
         infer = f"{r['infer_mflop_per_image']:.0f}" if r["infer_mflop_per_image"] else "-"
         lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['mode']} | {r['devices']} | "
-            f"{r['batch']} | {r['train_images_per_s']:.0f} | {r['infer_images_per_s']:.0f} | "
+            f"| {r['model']} | {r['framework']} | {r['params'] / 1e6:.2f}M | {r['mode']} | "
+            f"{r['devices']} | {r['batch']} | {r['train_images_per_s']:.0f} | {r['infer_images_per_s']:.0f} | "
             f"{f'{mflop:.0f}' if mflop else '-'} | {infer} | "
             f"{f'{achieved:.1f}' if achieved else '-'} | "
             f"{f'{100 * achieved / gemm:.0f}%' if achieved else '-'} | "
             f"{r['compile_train_s']:.1f} / {r['compile_infer_s']:.1f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
+
+
+def comparison_table(results: list[dict]) -> str:
+    """Every row's images/s and its ratio to torch.compile's for the same model and batch."""
+    compiled = {(r["model"], r["batch"]): r for r in results
+                if r["framework"] == "torch-compile"}
+    lines = [("| model | batch | framework | mode x devices | params | train img/s | "
+              "infer img/s | train / torch.compile | infer / torch.compile |"),
+             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(results, key=lambda r: (r["model"], r["batch"])):
+        ref = compiled.get((r["model"], r["batch"]))
+        ratios = [f"{r[k] / ref[k]:.2f}x" if ref else "-"
+                  for k in ("train_images_per_s", "infer_images_per_s")]
+        placement = f"{r['mode']} x{r['devices']}" if "mode" in r else "-"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['framework']} | {placement} | "
+                     f"{r['params']:,} | {r['train_images_per_s']:.0f} | "
+                     f"{r['infer_images_per_s']:.0f} | {ratios[0]} | {ratios[1]} |")
+    return "\n".join(lines)
+
+
+def json_rows(results: list[dict]) -> list[dict]:
+    """The ``--json`` rows (see the module docstring)."""
+    keep = ("model", "batch", "framework", "mode", "devices", "xla_flags")
+    return [{**{k: r[k] for k in keep if k in r},
+             "train_images_per_sec": r["train_images_per_s"],
+             "infer_images_per_sec": r["infer_images_per_s"]} for r in results]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,29 +321,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--out", default="checkpoints/benchmark",
                         help="writes OUT.json and OUT.md")
+    parser.add_argument("--against", choices=("torch",),
+                        help="also train the same networks in PyTorch (eager, torch.compile)")
+    parser.add_argument("--before", action="store_true",
+                        help="also measure fer-jax as before issue #14 (flax layers, no flags)")
+    parser.add_argument("--json", help="writes the per-framework rows to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--framework", choices=FRAMEWORKS, default="fer-jax",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
 
+    from fer_jax import runtime
+
+    print(f"XLA flags set by fer_jax.runtime.configure(): {runtime.configure()}", flush=True)
     gemm = gemm_gflops()
     print(f"float32 GEMM: {gemm:.1f} GFLOP/s", flush=True)
+    runs = [(f, mode, devices) for f in ("fer-jax", "fer-jax-before")[:1 + args.before]
+            for mode in args.modes for devices in args.devices]
+    if args.against == "torch":
+        if importlib.util.find_spec("torch") is None:
+            print("torch is not installed (pip install -e '.[bench]'): PyTorch skipped",
+                  flush=True)
+        else:
+            runs += [("torch-eager", "jit", 1), ("torch-compile", "jit", 1)]
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for model in args.models:
-        for mode in args.modes:
-            for devices in args.devices:
-                print(f"measuring {model} {mode} on {devices} device(s) ...", flush=True)
-                results.extend(run_worker(model, mode, devices, args))
-                # Written after every worker, so an interrupted run keeps what it measured.
-                out.with_suffix(".json").write_text(json.dumps(
-                    {"gemm_gflops": gemm, "cpu_count": os.cpu_count(), "results": results},
-                    indent=1))
-                out.with_suffix(".md").write_text(markdown_table(results, gemm) + "\n")
-    print(markdown_table(results, gemm))
+        for framework, mode, devices in runs:
+            print(f"measuring {model} {framework} {mode} on {devices} device(s) ...", flush=True)
+            results.extend(run_worker(model, framework, args, mode, devices))
+            # Written after every worker, so an interrupted run keeps what it measured.
+            out.with_suffix(".json").write_text(json.dumps(
+                {"gemm_gflops": gemm, "cpu_count": os.cpu_count(), "results": results},
+                indent=1))
+            out.with_suffix(".md").write_text(
+                markdown_table(results, gemm) + "\n\n" + comparison_table(results) + "\n")
+            if args.json:
+                pathlib.Path(args.json).write_text(json.dumps(json_rows(results), indent=1))
+    print(markdown_table(results, gemm) + "\n\n" + comparison_table(results))
     return 0 if results else 1
-
 
 if __name__ == "__main__":
     run_main(main)

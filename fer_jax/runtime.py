@@ -158,8 +158,8 @@ def configure() -> dict:
     already initialised (too late: XLA reads the flags then). Called by every entry point
     (``experiments/__init__.py``); later calls return the first call's record.
 
-    Returns: ``{"set": {flag: value}, "XLA_FLAGS": ..., "skipped": reason or None}``, for
-    reports.
+    Returns: ``{"set": {flag: value}, "XLA_FLAGS": ..., "user_XLA_FLAGS": as found,
+    "skipped": reason or None}``, for reports.
     """
     global _configured
     if _configured is not None:
@@ -168,7 +168,7 @@ def configure() -> dict:
 
     from jax._src import xla_bridge
 
-    flags = os.environ.get("XLA_FLAGS", "")
+    flags = user_flags = os.environ.get("XLA_FLAGS", "")
     platforms = os.environ.get("JAX_PLATFORMS", "")
     skipped = None
     if os.environ.get(CPU_DEFAULTS_ENV) == "0":
@@ -183,5 +183,6 @@ def configure() -> dict:
     if added:
         flags = " ".join([flags, *(f"{name}={value}" for name, value in added.items())]).strip()
         os.environ["XLA_FLAGS"] = flags
-    _configured = {"set": added, "XLA_FLAGS": flags, "skipped": skipped}
+    _configured = {"set": added, "XLA_FLAGS": flags, "user_XLA_FLAGS": user_flags,
+                   "skipped": skipped}
     return _configured
