@@ -15,7 +15,9 @@ ratios (``pip install -e '.[bench]'``; skipped with a note when torch is missing
 ``--before`` also measures fer-jax as it was before issue #14 (``layer_impl="flax"``, no
 :func:`fer_jax.runtime.configure` flags). ``--json OUT`` writes one row per (model, batch,
 framework): ``{"model", "batch", "framework", "train_images_per_sec", "infer_images_per_sec"}``
-(fer-jax rows also give ``mode``, ``devices`` and the XLA flags ``configure()`` set).
+(fer-jax rows also give ``mode``, ``devices`` and the XLA flags ``configure()`` set; every
+row also gives images per second of the process's CPU time, ``*_images_per_cpu_sec``, which
+other load on a shared machine disturbs less: compare those with one thread per framework).
 
     python -m experiments.benchmark [--models seed_cnn vgg13 compact] [--batches 64 256]
         [--modes jit pmap] [--devices 1 2] [--steps 5] [--out checkpoints/benchmark]
@@ -66,13 +68,20 @@ def _flops(compiled) -> float | None:
     return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
-def _timed(fn, steps: int) -> float:
-    """Seconds per call of ``fn`` (which blocks on its result), after one warm-up call."""
+def _timed(fn, steps: int) -> tuple[float, float]:
+    """Seconds per call of ``fn`` (which blocks on its result), after one warm-up call: wall
+    clock, and this process's CPU time (less sensitive to other load on a shared machine)."""
     fn()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - start_cpu) / steps
+
+
+def _throughput(batch: int, train: tuple[float, float], infer: tuple[float, float]) -> dict:
+    return {"train_images_per_s": batch / train[0], "infer_images_per_s": batch / infer[0],
+            "train_images_per_cpu_s": batch / train[1],
+            "infer_images_per_cpu_s": batch / infer[1]}
 
 
 def measure(model_name: str, mode: str, batch: int, steps: int, before: bool = False) -> dict:
@@ -136,7 +145,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int, before: bool = F
         "mode": mode, "devices": placement.num_devices, "batch": batch,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(host.params))),
         "compile_train_s": compile_train, "compile_infer_s": compile_infer,
-        "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s,
+        **_throughput(batch, train_s, infer_s),
         "train_mflop_per_image": train_flops / batch / 1e6 if train_flops else None,
         "infer_mflop_per_image": infer_flops / batch / 1e6 if infer_flops else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -216,7 +225,7 @@ def measure_torch(model_name: str, batch: int, steps: int, compiled: bool) -> di
     return {"model": model_name, "framework": "torch-compile" if compiled else "torch-eager",
             "batch": batch, "params": sum(p.numel() for p in model.parameters()),
             "torch_threads": torch.get_num_threads(),
-            "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s}
+            **_throughput(batch, train_s, infer_s)}
 
 
 def worker(args) -> int:
@@ -285,16 +294,18 @@ def comparison_table(results: list[dict]) -> str:
     compiled = {(r["model"], r["batch"]): r for r in results
                 if r["framework"] == "torch-compile"}
     lines = [("| model | batch | framework | mode x devices | params | train img/s | "
-              "infer img/s | train / torch.compile | infer / torch.compile |"),
-             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+              "infer img/s | train / torch.compile | infer / torch.compile | "
+              "train img/CPU-s | train / torch.compile (CPU time) |"),
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: (r["model"], r["batch"])):
         ref = compiled.get((r["model"], r["batch"]))
         ratios = [f"{r[k] / ref[k]:.2f}x" if ref else "-"
-                  for k in ("train_images_per_s", "infer_images_per_s")]
+                  for k in ("train_images_per_s", "infer_images_per_s", "train_images_per_cpu_s")]
         placement = f"{r['mode']} x{r['devices']}" if "mode" in r else "-"
         lines.append(f"| {r['model']} | {r['batch']} | {r['framework']} | {placement} | "
                      f"{r['params']:,} | {r['train_images_per_s']:.0f} | "
-                     f"{r['infer_images_per_s']:.0f} | {ratios[0]} | {ratios[1]} |")
+                     f"{r['infer_images_per_s']:.0f} | {ratios[0]} | {ratios[1]} | "
+                     f"{r['train_images_per_cpu_s']:.0f} | {ratios[2]} |")
     return "\n".join(lines)
 
 
@@ -303,7 +314,9 @@ def json_rows(results: list[dict]) -> list[dict]:
     keep = ("model", "batch", "framework", "mode", "devices", "xla_flags")
     return [{**{k: r[k] for k in keep if k in r},
              "train_images_per_sec": r["train_images_per_s"],
-             "infer_images_per_sec": r["infer_images_per_s"]} for r in results]
+             "infer_images_per_sec": r["infer_images_per_s"],
+             "train_images_per_cpu_sec": r["train_images_per_cpu_s"],
+             "infer_images_per_cpu_sec": r["infer_images_per_cpu_s"]} for r in results]
 
 
 def main(argv: list[str] | None = None) -> int:
