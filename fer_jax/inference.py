@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 from collections.abc import Callable
 
@@ -25,6 +26,9 @@ from fer_jax.state import build_model, inference_variables, state_template
 
 TTA_VIEWS = ((False, 0, 0), (True, 0, 0), (False, 2, 0), (False, -2, 0), (False, 0, 2),
              (False, 0, -2))
+# Test-time augmentation modes: tta=True is "shifts" (TTA_VIEWS); "tencrop" is
+# augment.ten_crop_views (corner and centre crops resized to 48 px, and their mirrors).
+TTA_MODES = ("shifts", "tencrop")
 
 
 def _shifted(x, dy: int, dx: int):
@@ -37,14 +41,22 @@ def _shifted(x, dy: int, dx: int):
     return padded[:, pad - dy:pad - dy + h, pad - dx:pad - dx + w]
 
 
+def _tta_views(x, tta: bool | str) -> list:
+    """The views of float images ``x`` that ``tta`` (False, True, or one of :data:`TTA_MODES`)
+    averages over."""
+    if tta == "tencrop":
+        return augment_lib.ten_crop_views(x)
+    if tta in (True, "shifts"):
+        return [_shifted(x[:, :, ::-1] if flip else x, dy, dx) for flip, dy, dx in TTA_VIEWS]
+    if tta is False:
+        return [x]
+    raise ValueError(f"unknown tta {tta!r}; expected True, False or one of {TTA_MODES}")
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "tta"))
-def _probabilities_batch(apply_fn, variables, images_uint8, tta: bool):
-    x = augment_lib.to_float(images_uint8)
-    if not tta:
-        return jax.nn.softmax(apply_fn(variables, x, train=False).astype(jnp.float32))
-    probs = [jax.nn.softmax(apply_fn(variables, _shifted(x[:, :, ::-1] if flip else x, dy, dx),
-                                     train=False).astype(jnp.float32))
-             for flip, dy, dx in TTA_VIEWS]
+def _probabilities_batch(apply_fn, variables, images_uint8, tta: bool | str):
+    probs = [jax.nn.softmax(apply_fn(variables, view, train=False).astype(jnp.float32))
+             for view in _tta_views(augment_lib.to_float(images_uint8), tta)]
     return jnp.mean(jnp.stack(probs), axis=0)
 
 
@@ -78,26 +90,35 @@ def _in_batches(batch_fn: Callable[[np.ndarray], jax.Array], images: np.ndarray,
 
 
 def predict_probabilities(apply_fn, variables, images: np.ndarray, *, batch_size: int = 256,
-                          tta: bool = False, progress: str | None = None) -> np.ndarray:
+                          tta: bool | str = False, progress: str | None = None) -> np.ndarray:
     """Class probabilities ``float32 [N, C]`` of uint8 images ``[N, 48, 48]``. ``tta``
-    averages over :data:`TTA_VIEWS` (identity, flip, four 2-pixel shifts)."""
+    averages over views: True or "shifts": :data:`TTA_VIEWS` (identity, flip, four 2-pixel
+    shifts); "tencrop": :func:`fer_jax.data.augment.ten_crop_views`."""
     return _in_batches(lambda batch: _probabilities_batch(apply_fn, variables, batch, tta),
                        images, batch_size=batch_size, progress=progress)
 
 
 def evaluate_split(apply_fn, variables, split: Split, class_names, *, batch_size: int,
-                   tta: bool = False, progress: str | None = None) -> tuple[dict, float]:
+                   tta: bool | str = False, progress: str | None = None) -> tuple[dict, float]:
     """(classification report, mean cross-entropy) of ``split`` (labels already encoded)."""
     probs = predict_probabilities(apply_fn, variables, split.images, batch_size=batch_size,
                                   tta=tta, progress=progress)
-    loss = float(-np.mean(np.log(np.maximum(probs[np.arange(len(split)), split.labels], 1e-30))))
-    confusion = metrics.confusion_matrix(split.labels, metrics.top1_predictions(probs),
+    return report_and_loss(probs, split.labels, class_names)
+
+
+def report_and_loss(probs: np.ndarray, labels: np.ndarray, class_names) -> tuple[dict, float]:
+    """(classification report, mean cross-entropy) of probabilities ``[N, C]`` of encoded
+    ``labels``."""
+    loss = float(-np.mean(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30))))
+    confusion = metrics.confusion_matrix(labels, metrics.top1_predictions(probs),
                                          len(class_names))
     return metrics.classification_report(confusion, class_names), loss
 
 
 # ----------------------------------------------------------------------------- classifiers
 CHECKPOINTS: tuple[str, ...] = ("latest", "best")
+# An ensemble run's manifest: {"members": [member run directories, relative]}.
+ENSEMBLE_MANIFEST = "ensemble.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +128,7 @@ class Classifier:
     Flat: one network (``model``, ``variables``, its ``config`` and checkpoint ``step``).
     Two-tier: ``members`` (``tier1``, ``negative``, ``positive``: flat classifiers of the
     setting's member groupings) combined by :func:`fer_jax.two_tier.route` with ``routing``.
+    Ensemble: ``ensemble`` (flat classifiers of one grouping) whose probabilities average.
     Load either kind with :func:`load`.
     """
 
@@ -118,6 +140,7 @@ class Classifier:
     step: int | None = None
     members: dict[str, Classifier] | None = None
     routing: str | None = None
+    ensemble: tuple[Classifier, ...] | None = None
     batch_size: int = 256
 
     def __post_init__(self):
@@ -138,20 +161,25 @@ class Classifier:
     @property
     def steps(self) -> dict[str, int]:
         """The checkpoint step of each network: ``{"flat": s}`` or ``{member: s}``."""
+        if self.ensemble is not None:
+            return {f"member{k}": member.step for k, member in enumerate(self.ensemble)}
         if self.members is None:
             return {"flat": self.step}
         return {name: member.step for name, member in self.members.items()}
 
-    def probabilities(self, images: np.ndarray, *, tta: bool = False,
+    def probabilities(self, images: np.ndarray, *, tta: bool | str = False,
                       progress: str | None = None) -> np.ndarray:
-        """float32 ``[N, C]`` over :attr:`class_names`; ``tta`` averages over
-        :data:`TTA_VIEWS`; ``progress``: a progress-bar description, or None."""
+        """float32 ``[N, C]`` over :attr:`class_names`; ``tta`` averages over views (see
+        :func:`predict_probabilities`); ``progress``: a progress-bar description, or None."""
+        if self.ensemble is not None:
+            return np.mean([member.probabilities(images, tta=tta, progress=progress)
+                            for member in self.ensemble], axis=0)
         if self.members is None:
             return predict_probabilities(self.model.apply, self.variables, images,
                                          batch_size=self.batch_size, tta=tta, progress=progress)
         return self.route(self.member_probabilities(images, tta=tta, progress=progress))
 
-    def member_probabilities(self, images: np.ndarray, *, tta: bool = False,
+    def member_probabilities(self, images: np.ndarray, *, tta: bool | str = False,
                              progress: str | None = None) -> dict[str, np.ndarray]:
         """Two-tier: ``{member: probabilities over its grouping}``."""
         return {name: member.probabilities(images, tta=tta,
@@ -166,7 +194,9 @@ class Classifier:
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """float32 ``[N, D]``: the penultimate features (input of the last Dense layer); of a
-        two-tier model, its members' features side by side."""
+        two-tier model or an ensemble, its members' features side by side."""
+        if self.ensemble is not None:
+            return np.concatenate([member.features(images) for member in self.ensemble], axis=1)
         if self.members is None:
             return _in_batches(lambda batch: _features_batch(self.model.apply, self.variables,
                                                              batch),
@@ -205,6 +235,12 @@ def load(workdir: str | pathlib.Path, checkpoint: str = "latest", *,
     if routing is not None:
         raise FerCheckpointError(f"{workdir}: routing applies to two-tier models; this is a "
                                  "flat classifier run")
+    if (workdir / ENSEMBLE_MANIFEST).is_file():
+        paths = json.loads((workdir / ENSEMBLE_MANIFEST).read_text())["members"]
+        ensemble = tuple(load(workdir / path, "latest", batch_size=batch_size) for path in paths)
+        return Classifier(ensemble[0].grouping, f"ensemble of {len(ensemble)} "
+                          f"{ensemble[0].config.model} members from {workdir}",
+                          ensemble=ensemble, batch_size=batch_size)
     if not checkpoint_lib.has_checkpoint(workdir):
         raise FerCheckpointError(f"{workdir / checkpoint_lib.CHECKPOINT_DIR}: no checkpoint "
                                  "found (train first, or check --workdir)")

@@ -23,12 +23,12 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from fer_jax import classes, loop, metrics, parallel, plots
+from fer_jax import checkpoint, classes, loop, metrics, parallel, plots, run_guard
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import sampling
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerCheckpointError, FerError
-from fer_jax.inference import evaluate_split, load
+from fer_jax.inference import ENSEMBLE_MANIFEST, load, predict_probabilities, report_and_loss
 from fer_jax.runtime import read_history
 from fer_jax.state import (
     TrainState,
@@ -208,10 +208,69 @@ PRESENTATION_KEYS = ("progress", "log_every_steps", "eval_batch_size", "checkpoi
                      "keep_checkpoints")
 
 
+def member_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+    """The runs of ``config``: itself, or its ``ensemble_size`` members (seeds ``seed``,
+    ``seed + 1``, ...), each the config of an equal stand-alone run."""
+    if config.ensemble_size == 1:
+        return [config]
+    members = []
+    for k in range(config.ensemble_size):
+        member = config.copy_and_resolve_references()
+        member.seed, member.ensemble_size = config.seed + k, 1
+        members.append(member)
+    return members
+
+
+def _stacked(trees: list):
+    """One pytree with a leading member axis (a single tree stays as it is)."""
+    if len(trees) == 1:
+        return trees[0]
+    # The first tree's structure: members' static fields (optimizer objects) are equal, not
+    # identical.
+    leaves = zip(*(jax.tree_util.tree_leaves(tree) for tree in trees), strict=True)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(trees[0]),
+                                        [np.stack([np.asarray(x) for x in xs]) for xs in leaves])
+
+
+def _members_of(state, count: int) -> list:
+    """The member states of a (stacked) state."""
+    if count == 1:
+        return [state]
+    return [jax.tree_util.tree_map(lambda x, k=k: x[k], state) for k in range(count)]
+
+
+def _vmapped(single_step: Callable) -> Callable:
+    """The step of stacked members: each member runs ``single_step`` with its own key
+    ``fold_in(PRNGKey(seed_k), step)`` and batch (the loop's key is unused), exactly as its
+    stand-alone run would; the logged metrics are the members' means."""
+    def ensemble_step(state, batch, rng, images, labels, seeds):
+        del rng
+        keys = jax.vmap(loop.step_key)(seeds, state.step)
+        state, metrics = jax.vmap(single_step, in_axes=(0, 0, 0, None, None))(
+            state, batch, keys, images, labels)
+        return state, jax.tree_util.tree_map(jnp.mean, metrics)
+    return ensemble_step
+
+
+def initial_state(config, steps_per_epoch: int, bn_axis: str | None) -> TrainState:
+    """A run's fresh state: drawn from ``config.seed``, warm-started from ``config.init_from``."""
+    state = create_train_state(config, config.seed, steps_per_epoch, bn_axis_name=bn_axis)
+    if config.init_from:
+        state, fresh = initialize_from(state, config, config.init_from)
+        print(f"initialized from {config.init_from} (latest checkpoint); fresh: "
+              f"{', '.join(fresh) or 'nothing'}", flush=True)
+    return state
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                        data: FerData | None = None) -> dict:
     """Trains ``config`` in ``workdir`` on :func:`fer_jax.loop.run` (resuming from its latest
     checkpoint), evaluating on val after every epoch; returns a summary dict.
+
+    With ``config.ensemble_size`` K > 1 it trains K members (seeds ``seed``..``seed+K-1``)
+    at once, stacked, in one ``jax.vmap``-ed step on one device (``parallel="jit"``);
+    evaluation averages their probabilities, and at the end each member is written as a
+    stand-alone run under ``members/`` (``inference.load`` reads the workdir as the ensemble).
 
     Writes ``metrics.jsonl``, TensorBoard events, ``checkpoints/``, and at the end
     ``report.json``, ``confusion.png`` and ``curves.png`` (val only: nothing here reads the
@@ -220,7 +279,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     """
     prepared = prepare_data(config, data)  # before the workdir exists: a data error leaves none
     steps_per_epoch = steps_per_epoch_of(config, prepared)
-    placement = parallel.make_placement(config.parallel)
+    members = member_configs(config)
+    if len(members) > 1 and config.parallel != "jit":
+        raise FerError(f"ensemble_size {config.ensemble_size} trains its members in one vmapped "
+                       "step on one device: use parallel='jit'")
+    placement = parallel.make_placement(config.parallel, jax.devices()[:1]
+                                        if len(members) > 1 else None)
     feeding = placement.num_local_devices * jax.process_count()
     if config.batch_size % feeding:
         raise FerError(f"batch_size {config.batch_size} is not divisible by the {feeding} "
@@ -228,38 +292,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     grouping = classes.grouping(config.grouping)
     bn_axis = placement.step_axis
     schedule = learning_rate_schedule(config, steps_per_epoch)
-    epochs = _EpochOrder(config, prepared, steps_per_epoch)
+    orders = [_EpochOrder(member, prepared, steps_per_epoch) for member in members]
 
-    def init_state() -> TrainState:
-        state = create_train_state(config, config.seed, steps_per_epoch, bn_axis_name=bn_axis)
-        if config.init_from:
-            state, fresh = initialize_from(state, config, config.init_from)
-            print(f"initialized from {config.init_from} (latest checkpoint); fresh: "
-                  f"{', '.join(fresh) or 'nothing'}", flush=True)
-        return state
+    def batch(step: int) -> dict:
+        return _stacked([order.batch(step) for order in orders])
 
-    def end_of_epoch(step: int, state: TrainState, train_means: dict) -> dict:
-        return _end_of_epoch(config, state, prepared, train_means, step // steps_per_epoch)
+    def end_of_epoch(step: int, state, train_means: dict) -> dict:
+        return _end_of_epoch(config, _members_of(state, len(members)), prepared, train_means,
+                             step // steps_per_epoch)
 
-    step = parallel.compile_step(
-        make_train_step(num_classes=grouping.num_classes,
-                        augment_config=augment_lib.augment_config_from(config.augment),
-                        label_smoothing=config.label_smoothing, axis_name=bn_axis,
-                        ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps),
-        placement, num_consts=2)
+    single_step = make_train_step(
+        num_classes=grouping.num_classes,
+        augment_config=augment_lib.augment_config_from(config.augment),
+        label_smoothing=config.label_smoothing, axis_name=bn_axis,
+        ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps)
+    consts = (placement.replicate(prepared.pool_images),
+              placement.replicate(prepared.pool_labels))
+    if len(members) > 1:
+        step = parallel.compile_step(_vmapped(single_step), placement, num_consts=3)
+        consts += (placement.replicate(np.array([m.seed for m in members], np.int32)),)
+    else:
+        step = parallel.compile_step(single_step, placement, num_consts=2)
     task = loop.Task(
         name=f"{config.model} {pathlib.Path(workdir).name}",
         config=json.loads(config.to_json_best_effort()), seed=config.seed,
         num_steps=config.num_epochs * steps_per_epoch, batch_size=config.batch_size,
-        init_state=init_state,
-        state_template=lambda: state_template(config, steps_per_epoch, bn_axis_name=bn_axis),
-        step=step,
-        consts=(placement.replicate(prepared.pool_images),
-                placement.replicate(prepared.pool_labels)),
-        batch=epochs.batch,
+        init_state=lambda: _stacked([initial_state(m, steps_per_epoch, bn_axis)
+                                     for m in members]),
+        state_template=lambda: _stacked([state_template(m, steps_per_epoch, bn_axis_name=bn_axis)
+                                         for m in members]),
+        step=step, consts=consts, batch=batch,
         periodic=(loop.Periodic(steps_per_epoch, end_of_epoch, evaluates=True),),
-        describe=lambda step, state: {"epoch": step // steps_per_epoch + 1,
-                                      "lr": _current_lr(state, schedule, step)},
+        describe=lambda step, state: {
+            "epoch": step // steps_per_epoch + 1,
+            "lr": _current_lr(_members_of(state, len(members))[0], schedule, step)},
         log_prefix="train_", best_metric="val_accuracy", guard_ignores=PRESENTATION_KEYS,
         meta={"steps_per_epoch": steps_per_epoch})
     result = loop.run(task, workdir, placement, loop.Schedule(
@@ -272,9 +338,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                "best_step": result["best_step"], "data": prepared.source,
                "synthetic_data": prepared.synthetic_data}
     if summary["interrupted"] is None:
-        summary.update(_final_report(config, pathlib.Path(workdir), result["state"],
-                                     prepared, result["best_step"]))
+        states = _members_of(result["state"], len(members))
+        if len(members) > 1:
+            _write_members(pathlib.Path(workdir), members, states, steps_per_epoch)
+        summary.update(_final_report(config, pathlib.Path(workdir), states, prepared,
+                                     result["best_step"]))
     return summary
+
+
+def _write_members(workdir: pathlib.Path, members, states, steps_per_epoch: int) -> None:
+    """Each member of an ensemble as a stand-alone run ``members/seed<s>`` (loadable, and
+    equal to the run its config would train) and the manifest naming them."""
+    paths = []
+    for member, state in zip(members, states, strict=True):
+        directory = workdir / "members" / f"seed{member.seed}"
+        section = json.loads(member.to_json_best_effort())
+        run_guard.check(directory, {k: v for k, v in section.items()
+                                    if k not in PRESENTATION_KEYS})
+        with checkpoint.Checkpointer(directory, best_metric=None) as ckpt:
+            ckpt.save(int(state.step), state, meta={"steps_per_epoch": steps_per_epoch},
+                      config=section)
+        paths.append(str(directory.relative_to(workdir)))
+    run_guard.write_json(workdir / ENSEMBLE_MANIFEST, {"members": paths})
 
 
 class _EpochOrder:
@@ -294,13 +379,18 @@ class _EpochOrder:
         return {"indices": self.order[position]}
 
 
-def _end_of_epoch(config, state: TrainState, prepared: PreparedData, train_means: dict,
+def _val_report(config, states: list[TrainState], val: Split) -> tuple[dict, float]:
+    """(report, loss) on val of the members' mean probabilities (one member: its own)."""
+    probs = np.mean([predict_probabilities(state.apply_fn, inference_variables(state),
+                                           val.images, batch_size=config.eval_batch_size)
+                     for state in states], axis=0)
+    return report_and_loss(probs, val.labels, classes.grouping(config.grouping).class_names)
+
+
+def _end_of_epoch(config, states: list[TrainState], prepared: PreparedData, train_means: dict,
                   epoch: int) -> dict:
     """Evaluates val after an epoch; prints and returns the epoch's record."""
-    grouping = classes.grouping(config.grouping)
-    report, val_loss = evaluate_split(
-        state.apply_fn, inference_variables(state),
-        prepared.val, grouping.class_names, batch_size=config.eval_batch_size)
+    report, val_loss = _val_report(config, states, prepared.val)
     record = {"epoch": epoch, "train_loss": train_means.get("loss", float("nan")),
               "train_accuracy": train_means.get("accuracy", float("nan")),
               "val_loss": val_loss, "val_accuracy": report["accuracy"],
@@ -311,14 +401,13 @@ def _end_of_epoch(config, state: TrainState, prepared: PreparedData, train_means
     return record
 
 
-def _final_report(config, workdir: pathlib.Path, state: TrainState, prepared: PreparedData,
-                  best_step: int | None) -> dict:
-    """Evaluates the final model on val, prints the table, writes report.json, confusion.png
-    and curves.png."""
+def _final_report(config, workdir: pathlib.Path, states: list[TrainState],
+                  prepared: PreparedData, best_step: int | None) -> dict:
+    """Evaluates the final model (or ensemble) on val, prints the table, writes report.json,
+    confusion.png and curves.png."""
     grouping = classes.grouping(config.grouping)
-    report, loss = evaluate_split(
-        state.apply_fn, inference_variables(state),
-        prepared.val, grouping.class_names, batch_size=config.eval_batch_size)
+    report, loss = _val_report(config, states, prepared.val)
+    state = states[0]
     history = [r for r in read_history(workdir) if "val_accuracy" in r]
     out = {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
            "val_loss": loss,
