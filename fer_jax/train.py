@@ -4,8 +4,8 @@ The whole training pool lives on the device(s) as uint8; each compiled step gath
 by index, augments it (one key per example, :func:`fer_jax.parallel.example_keys`) and
 updates the model, so only a few scalars come back to the host. The same step runs under
 ``jit`` or ``pmap`` (``config.parallel``) with the same result. Runs resume exactly: the step
-key is ``fold_in(PRNGKey(seed), step)``, the data order of an epoch is a function of (seed,
-epoch), and checkpoints hold everything else.
+key is ``fold_in(PRNGKey(seed), step)``, the data order of an epoch is drawn from the stream
+``(seed, epoch)``, and checkpoints hold everything else.
 """
 
 from __future__ import annotations
@@ -174,12 +174,13 @@ def prepare_data(config: ml_collections.ConfigDict, data: FerData | None) -> Pre
 def epoch_indices(config: ml_collections.ConfigDict, prepared: PreparedData,
                   epoch: int) -> np.ndarray:
     """Pool indices of ``epoch`` in order: :func:`sampling.build_training_mix` seeded with
-    ``seed + epoch`` (class-balanced with ``config.data.oversample``, synthetic top-up)."""
+    the pair ``(seed, epoch)`` (independent streams: epoch e+1 of seed s is not epoch e of
+    seed s+1), class-balanced with ``config.data.oversample``, synthetic top-up."""
     mix = sampling.build_training_mix(
         prepared.real_train, prepared.synthetic, oversample=config.data.oversample,
         target_per_class=config.data.target_per_class,
         max_synthetic_share=config.data.max_synthetic_share,
-        classes=classes.grouping(config.grouping), seed=config.seed + epoch)
+        classes=classes.grouping(config.grouping), seed=(config.seed, epoch))
     return mix.indices
 
 

@@ -103,19 +103,27 @@ def _generate_uint8(generator: nn.Module, latent_dim: int, truncation: float, pa
     return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _batch_statistics(generator: nn.Module, latent_dim: int, params, batch_stats, keys, labels):
-    """The batch-norm statistics of one train-mode pass of ``generator`` over one batch.
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _batch_statistics(generator: nn.Module, latent_dim: int, truncation: float, params,
+                      batch_stats, keys, labels):
+    """The batch-norm statistics of one train-mode pass of ``generator`` over one batch of
+    latents drawn as sampling draws them (``truncation``).
 
     From zero running averages, one update leaves (1 - momentum) x the batch statistics;
     dividing by that factor gives them exactly.
     """
     zeros = jax.tree_util.tree_map(jnp.zeros_like, batch_stats)
     _, updated = generator.apply({"params": params, "batch_stats": zeros},
-                                 latents(keys, latent_dim), labels, train=True,
+                                 latents(keys, latent_dim, truncation), labels, train=True,
                                  mutable=["batch_stats"])
     return jax.tree_util.tree_map(lambda x: x / (1.0 - models.BN_MOMENTUM),
                                   updated["batch_stats"])
+
+
+def ema_decay_at(step, decay: float, warmup_steps: int):
+    """The generator EMA's decay at ``step``: 0 during the warm-up (the average follows the
+    weights), then the configured ``decay`` exactly."""
+    return jnp.where(step < warmup_steps, 0.0, decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +143,7 @@ class GanHparams:
     d_lr: float
     betas: tuple[float, float]
     ema_decay: float
+    ema_warmup_steps: int
     augment_policy: tuple[str, ...]
     augment_p: float
     ada_target: float
@@ -251,17 +260,21 @@ class Gan:
             chunks.append(np.asarray(images)[:len(chunk)])
         return np.concatenate(chunks) if chunks else np.zeros((0, 48, 48), np.uint8)
 
-    def standing_stats(self, params, batch_stats, classes, *, batch_size: int = 512,
-                       seed: int = 0):
+    def standing_stats(self, params, batch_stats, classes, *, truncation: float = 0.0,
+                       batch_size: int = 256, num_batches: int = 16, seed: int = 0):
         """Batch-norm statistics that fit the generator weights ``params`` (the EMA weights,
         whose activations differ from those of the trained weights that the running
-        statistics followed): those of one train-mode pass over ``batch_size`` class-balanced
-        latents of ``classes`` (BigGAN's standing statistics)."""
+        statistics followed), from the distribution samples are drawn from: the mean of the
+        statistics of ``num_batches`` train-mode passes over ``batch_size`` class-balanced
+        latents of ``classes`` at ``truncation`` (BigGAN's standing statistics)."""
         rng = np.random.default_rng(seed)
         pool = np.array([EMOTION_INDEX[name] for name in classes], np.int32)
-        keys = rng.integers(0, 2**32, (batch_size, 2), dtype=np.uint32)
-        return _batch_statistics(self.sampler, self.hparams.latent_dim, params, batch_stats,
-                                 keys, rng.choice(pool, batch_size))
+        batches = [_batch_statistics(self.sampler, self.hparams.latent_dim, float(truncation),
+                                     params, batch_stats,
+                                     rng.integers(0, 2**32, (batch_size, 2), dtype=np.uint32),
+                                     rng.choice(pool, batch_size))
+                   for _ in range(num_batches)]
+        return jax.tree_util.tree_map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *batches)
 
     def _generate_train(self, params, batch_stats, z, labels):
         return self.generator.apply({"params": params, "batch_stats": batch_stats}, z, labels,
@@ -335,8 +348,7 @@ class Gan:
         grads = self._reduce(grads)
         updates, g_opt_state = self.optimizers[0].update(grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, updates)
-        step = state.step.astype(jnp.float32)
-        decay = jnp.minimum(self.hparams.ema_decay, (1.0 + step) / (10.0 + step))
+        decay = ema_decay_at(state.step, self.hparams.ema_decay, self.hparams.ema_warmup_steps)
         ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p,
                                             state.ema_params, g_params)
         state = state.replace(g_params=g_params, g_batch_stats=g_batch_stats,

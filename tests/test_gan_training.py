@@ -272,3 +272,26 @@ def test_fer_fid_of_a_set_against_itself_is_zero_and_evaluation_reports(trained,
     for values in [*report["per_class"].values(), report["overall"]]:
         assert values["fid"] >= 0 and values["fid_floor"] >= 0
         assert 0 <= values["recognizability"] <= 1 and 0 <= values["real_recall"] <= 1
+
+
+def test_ema_applies_its_configured_decay_right_after_a_short_warmup():
+    decays = [float(train.ema_decay_at(step, 0.999, 20)) for step in (0, 19, 20, 100, 9000)]
+    # The former min(decay, (1 + s) / (10 + s)) stayed below 0.999 until step ~9000.
+    assert decays == [0.0, 0.0, pytest.approx(0.999), pytest.approx(0.999),
+                      pytest.approx(0.999)]
+
+
+def test_standing_statistics_follow_the_sampling_truncation(tiny_data):
+    gan = train.build_gan(tiny_config())
+    state = gan.init_state(0)
+    stats = {t: gan.standing_stats(state.ema_params, state.g_batch_stats, CLASSES,
+                                   truncation=t, batch_size=32, num_batches=4)
+             for t in (0.0, 0.5)}
+    leaves = {t: np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(s)])
+              for t, s in stats.items()}
+    assert leaves[0.0].shape == leaves[0.5].shape and not np.allclose(leaves[0.0], leaves[0.5])
+    one = gan.standing_stats(state.ema_params, state.g_batch_stats, CLASSES, batch_size=32,
+                             num_batches=1)
+    two = gan.standing_stats(state.ema_params, state.g_batch_stats, CLASSES, batch_size=32,
+                             num_batches=2)
+    assert not np.allclose(jax.tree_util.tree_leaves(one)[0], jax.tree_util.tree_leaves(two)[0])

@@ -364,3 +364,14 @@ def test_vmapped_members_equal_separate_runs_with_the_same_seeds(tiny_data, tmp_
     np.testing.assert_allclose(ensemble.probabilities(images),
                                np.mean([a.probabilities(images) for a in alone], axis=0),
                                atol=1e-2)
+
+
+def test_seeds_do_not_share_their_data_order(tiny_data):
+    """Epoch e+1 of seed s and epoch e of seed s+1 are independent draws (they were equal
+    when the order was seeded with seed + epoch)."""
+    config = tiny_config(seed=0)
+    prepared = train.prepare_data(config, tiny_data)
+    later = train.epoch_indices(config, prepared, 1)
+    config.seed = 1
+    assert not np.array_equal(later, train.epoch_indices(config, prepared, 0))
+    assert sorted(later) == sorted(train.epoch_indices(config, prepared, 0))  # same pool

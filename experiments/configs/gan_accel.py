@@ -16,7 +16,7 @@ def get_config():
     config = gan_base.get_config()
     config.cgan = gan_base.gan_hparams(
         g_channels=(512, 256, 128, 64), d_channels=(64, 128, 256, 512), embed_dim=128,
-        latent_dim=128, g_lr=1e-4, d_lr=4e-4, ema_decay=0.9999,
+        latent_dim=128, g_lr=1e-4, d_lr=4e-4, ema_decay=0.9999, ema_warmup_steps=2000,
         augment_p=0.0, ada_target=0.6, ada_speed=0.0005)
     config.dcgan = gan_base.gan_hparams(
         g_channels=(512, 256, 128), d_channels=(128, 256, 512), latent_dim=128,

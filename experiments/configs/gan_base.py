@@ -18,6 +18,7 @@ def gan_hparams(**overrides) -> ml_collections.ConfigDict:
         "r1_gamma": 0.0,                 # R1 penalty weight (0 = off)
         "g_lr": 2e-4, "d_lr": 4e-4, "betas": (0.0, 0.9),
         "ema_decay": 0.99,               # generator EMA used for sampling
+        "ema_warmup_steps": 20,          # the EMA follows the weights until this step
         "augment_policy": ("translation", "cutout", "brightness"),  # DiffAugment ops
         "augment_p": 0.5,                # per-op probability (start value when ADA is on)
         "ada_target": 0.6,               # adapt p towards E[sign D(real)] = target (0 = fixed p)

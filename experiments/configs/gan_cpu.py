@@ -19,7 +19,7 @@ def get_config():
     config = gan_base.get_config()
     config.cgan = gan_base.gan_hparams(
         g_channels=(64, 32, 16, 8), d_channels=(8, 16, 32, 64), embed_dim=32, latent_dim=64,
-        ema_decay=0.999,
+        ema_decay=0.999, ema_warmup_steps=500,
         augment_p=0.0, ada_target=0.6, ada_speed=0.001)  # augment only once D overfits
     config.dcgan.latent_dim = 64
     config.batch_size = 64

@@ -83,7 +83,7 @@ def mean_class_count(labels: np.ndarray, classes: ClassesArg = None) -> int:
 
 def build_training_mix(real: Split, synthetic: Split | None = None, *, oversample: bool = True,
                        target_per_class: int | None = None, max_synthetic_share: float = 0.5,
-                       classes: ClassesArg = None, seed: int = 0) -> TrainingMix:
+                       classes: ClassesArg = None, seed: int | tuple[int, ...] = 0) -> TrainingMix:
     """Pools real and synthetic images and draws one epoch's class-balanced sample.
 
     Per class, with ``target`` defaulting to the largest real class count among ``classes``:
