@@ -79,6 +79,28 @@ def fit_offsets(probs: np.ndarray, labels: np.ndarray, *, objective: str = "bala
     return offsets
 
 
+def logit_adjustment(prior: np.ndarray, tau: float) -> np.ndarray:
+    """Post-hoc logit adjustment (Menon et al. 2021): the offsets ``-tau * log(prior)``; at
+    ``tau = 1`` the argmax of a calibrated model minimises the balanced error."""
+    return -float(tau) * np.log(np.maximum(np.asarray(prior, np.float64), 1e-30))
+
+
+TAUS = tuple(np.round(np.linspace(0.0, 2.0, 21), 2))  # the logit-adjustment grid
+
+
+def fit_logit_adjustment(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, *,
+                         taus=TAUS) -> tuple[float, dict]:
+    """The ``tau`` of :func:`logit_adjustment` with the best balanced accuracy on ``(probs,
+    labels)`` (ties: the smaller tau), and ``{tau: balanced accuracy}`` of the grid. One
+    parameter, not one per class: fitted on val, it barely overfits."""
+    log_probs = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30))
+    labels = np.asarray(labels, np.int64)
+    scores = {float(tau): _score(log_probs, labels, logit_adjustment(prior, tau), "balanced",
+                                 None)[0] for tau in taus}
+    best = max(scores, key=lambda tau: (scores[tau], -tau))
+    return best, scores
+
+
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """int ``[N]``: the fold of each example, every class spread evenly over the folds."""
     labels = np.asarray(labels)

@@ -85,7 +85,8 @@ def initialize_from(state: TrainState, config: ml_collections.ConfigDict,
 @functools.lru_cache(maxsize=16)
 def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConfig,
                     label_smoothing: float, axis_name: str | None, ema_decay: float = 0.0,
-                    ema_warmup_steps: int = 0) -> Callable:
+                    ema_warmup_steps: int = 0,
+                    logit_shift: tuple[float, ...] | None = None) -> Callable:
     """The pure training step ``(state, batch, rng, images, labels) -> (state, metrics)``.
 
     ``images`` uint8 ``[N, 48, 48]`` and ``labels`` int32 ``[N]`` are the device-resident
@@ -95,6 +96,8 @@ def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConf
     does not depend on how the batch is split. Gradients, batch statistics and metrics are
     averaged over ``axis_name`` (:attr:`fer_jax.parallel.Placement.step_axis`). With
     ``ema_decay`` > 0 the state's weight EMA follows (:func:`fer_jax.state.update_ema`).
+    ``logit_shift`` (``tau * log prior`` per class, :func:`logit_shift_of`) is added to the
+    logits inside the loss only: the logit-adjusted loss of Menon et al. (2021).
     Cached: equal arguments give the same function (and so one compilation).
     """
     def train_step(state: TrainState, batch, rng, images, labels):
@@ -108,7 +111,8 @@ def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConf
             logits, updates = state.apply_fn(
                 {"params": params, "batch_stats": state.batch_stats}, x, train=True,
                 rngs={"dropout": jax.random.fold_in(rng, 1)}, mutable=["batch_stats"])
-            loss = optax.softmax_cross_entropy(logits, targets).mean()
+            shifted = logits if logit_shift is None else logits + jnp.asarray(logit_shift)
+            loss = optax.softmax_cross_entropy(shifted, targets).mean()
             return loss, (logits, updates["batch_stats"])
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -182,6 +186,21 @@ def epoch_indices(config: ml_collections.ConfigDict, prepared: PreparedData,
         max_synthetic_share=config.data.max_synthetic_share,
         classes=classes.grouping(config.grouping), seed=(config.seed, epoch))
     return mix.indices
+
+
+def logit_shift_of(config, prepared: PreparedData) -> tuple[float, ...] | None:
+    """``config.logit_adjustment_tau * log prior`` of the classes as training sees them (the
+    epoch mix, oversampling and synthetic faces included) for ``config.loss ==
+    "logit_adjusted"``; None for plain cross-entropy."""
+    if config.loss == "cross_entropy":
+        return None
+    if config.loss != "logit_adjusted":
+        raise FerError(f"unknown loss {config.loss!r}; expected cross_entropy or logit_adjusted")
+    labels = prepared.pool_labels[epoch_indices(config, prepared, 0)]
+    counts = np.bincount(labels[labels >= 0],
+                         minlength=classes.grouping(config.grouping).num_classes)
+    prior = np.maximum(counts, 1) / max(counts.sum(), 1)
+    return tuple(float(x) for x in config.logit_adjustment_tau * np.log(prior))
 
 
 def steps_per_epoch_of(config, prepared: PreparedData) -> int:
@@ -306,7 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         num_classes=grouping.num_classes,
         augment_config=augment_lib.augment_config_from(config.augment),
         label_smoothing=config.label_smoothing, axis_name=bn_axis,
-        ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps)
+        ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
+        logit_shift=logit_shift_of(config, prepared))
     consts = (placement.replicate(prepared.pool_images),
               placement.replicate(prepared.pool_labels))
     if len(members) > 1:

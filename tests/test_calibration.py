@@ -77,3 +77,22 @@ def test_cross_fit_scores_each_fold_with_the_other_folds_offsets():
         np.testing.assert_array_equal(offsets, calibration.fit_offsets(
             probs[~held_out], labels[~held_out], objective="balanced", seed=k))
     assert _recall(calibrated, labels).mean() > _recall(probs, labels).mean() + 0.1
+
+
+def test_logit_adjustment_recovers_the_balanced_bayes_rule():
+    """Posteriors under a skewed prior: dividing the prior out (tau = 1) is Bayes-optimal for
+    the balanced error, and the fitted tau finds it."""
+    rng = np.random.default_rng(0)
+    prior = np.array([0.7, 0.2, 0.1])
+    labels = rng.choice(3, 20000, p=prior)
+    means = np.array([0.0, 1.0, 2.0])
+    x = rng.normal(means[labels], 1.0)
+    likelihood = np.exp(-0.5 * (x[:, None] - means[None]) ** 2)
+    posterior = likelihood * prior
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(calibration.apply_offsets(posterior,
+                                                         calibration.logit_adjustment(prior, 1)),
+                               likelihood / likelihood.sum(axis=1, keepdims=True), rtol=1e-5)
+    tau, scores = calibration.fit_logit_adjustment(posterior, labels, prior)
+    assert 0.7 <= tau <= 1.3, tau
+    assert scores[tau] > scores[0.0] + 0.05  # the plain argmax under-calls the rare classes

@@ -375,3 +375,29 @@ def test_seeds_do_not_share_their_data_order(tiny_data):
     config.seed = 1
     assert not np.array_equal(later, train.epoch_indices(config, prepared, 0))
     assert sorted(later) == sorted(train.epoch_indices(config, prepared, 0))  # same pool
+
+
+# ----------------------------------------------------------------------------- imbalance
+def test_logit_adjusted_loss_adds_tau_log_prior_to_the_logits(tiny_data):
+    config = tiny_config(loss="logit_adjusted", logit_adjustment_tau=0.5)
+    prepared = train.prepare_data(config, tiny_data)
+    shift = np.asarray(train.logit_shift_of(config, prepared))
+    counts = np.bincount(prepared.pool_labels, minlength=7)
+    np.testing.assert_allclose(shift, 0.5 * np.log(counts / counts.sum()), rtol=1e-6)
+    assert train.logit_shift_of(tiny_config(), prepared) is None
+
+    config.model_kwargs.dropout = 0.0
+    state = state_lib.create_train_state(config, 0, 10)
+    indices = np.arange(32, dtype=np.int32)
+    step = jax.jit(train.make_train_step(num_classes=7, augment_config=augment.NO_AUGMENT,
+                                         label_smoothing=0.0, axis_name=None,
+                                         logit_shift=tuple(shift)))
+    _, metrics = step(state, {"indices": indices}, jax.random.PRNGKey(0),
+                      prepared.pool_images, prepared.pool_labels)
+    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                               augment.to_float(prepared.pool_images[indices]), train=True,
+                               mutable=["batch_stats"])
+    labels = prepared.pool_labels[indices]
+    log_probs = jax.nn.log_softmax(np.asarray(logits) + shift)
+    expected = -np.mean(np.asarray(log_probs)[np.arange(32), labels])
+    np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)

@@ -49,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.warmup_epochs = 0.5
     config.plateau_factor = 0.5       # schedule="plateau": lr x factor after `patience` flat epochs
     config.plateau_patience = 3
+    config.loss = "cross_entropy"     # | "logit_adjusted": + tau log prior in the loss (Menon 2021)
+    config.logit_adjustment_tau = 1.0
     config.label_smoothing = 0.0
     config.grad_clip_norm = 0.0       # 0 = off
     config.ema_decay = 0.0            # weight EMA that predicts (e.g. 0.999); 0 = off
