@@ -48,12 +48,14 @@ class Periodic:
     ``run(step, state, train_means) -> record | None``: ``train_means`` are the means of the
     step metrics since the previous evaluation; a returned record is logged. With ``evaluates``
     the record's values are the checkpoint's metrics (ranking the best checkpoint) and the
-    training means restart after it.
+    training means restart after it. ``update(step, state, record) -> state``, when given,
+    changes the state after the record is logged (e.g. a learning-rate decision).
     """
 
     every: int
     run: Callable[[int, PyTree, dict[str, float]], dict | None]
     evaluates: bool = False
+    update: Callable[[int, PyTree, dict | None], PyTree] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,19 +117,32 @@ def step_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), step)
 
 
+def _map_hyperparameters(state: PyTree, change: Callable[[str, Any], Any]) -> PyTree:
+    """``state`` with every injected hyperparameter ``value`` of ``name`` replaced by
+    ``change(name, value)``."""
+    is_injected = lambda node: isinstance(node, _INJECTED)
+
+    def changed(node):
+        if not is_injected(node):
+            return node
+        return node._replace(hyperparams={name: change(name, value)
+                                          for name, value in node.hyperparams.items()})
+
+    return jax.tree_util.tree_map(changed, state, is_leaf=is_injected)
+
+
 def scale_learning_rates(state: PyTree, factor: float) -> PyTree:
     """``state`` (any pytree holding optax states) with every injected
     :data:`LEARNING_RATE_NAMES` hyperparameter times ``factor``."""
-    is_injected = lambda node: isinstance(node, _INJECTED)
+    return _map_hyperparameters(
+        state, lambda name, value: value * factor if name in LEARNING_RATE_NAMES else value)
 
-    def scaled(node):
-        if not is_injected(node):
-            return node
-        return node._replace(hyperparams={
-            name: value * factor if name in LEARNING_RATE_NAMES else value
-            for name, value in node.hyperparams.items()})
 
-    return jax.tree_util.tree_map(scaled, state, is_leaf=is_injected)
+def with_hyperparameter(state: PyTree, name: str, value: float) -> PyTree:
+    """``state`` with every injected hyperparameter ``name`` set to ``value``."""
+    return _map_hyperparameters(
+        state, lambda key, old: np.full(np.shape(old), value, np.asarray(old).dtype)
+        if key == name else old)
 
 
 def injected_hyperparameters(state: PyTree) -> dict[str, float]:
@@ -286,7 +301,9 @@ class _Loop:
                     state, tick = placement.replicate(self.host), None
                     bar.reset(self.step)
                     continue
-                metrics_for_checkpoint = self._periodic(due)
+                metrics_for_checkpoint, updated = self._periodic(due)
+                if updated:
+                    state = placement.replicate(self.host)
                 if save_due:
                     self._save(metrics_for_checkpoint)
                 if stopping:
@@ -310,9 +327,10 @@ class _Loop:
         bar.set_postfix({key: f"{value:.3g}" for key, value in record.items()
                          if key != "step" and isinstance(value, float)})
 
-    def _periodic(self, due: list[Periodic]) -> dict | None:
-        """Runs the due periodic work; returns the evaluation's metrics (if one ran)."""
-        metrics = None
+    def _periodic(self, due: list[Periodic]) -> tuple[dict | None, bool]:
+        """Runs the due periodic work; returns the evaluation's metrics (if one ran) and
+        whether the work changed the state."""
+        metrics, updated = None, False
         for work in due:
             record = work.run(self.step, self.host, self.means.means())
             if record is not None:
@@ -320,5 +338,7 @@ class _Loop:
             if work.evaluates:
                 metrics = {k: v for k, v in (record or {}).items() if isinstance(v, float)}
                 self.means = _Means()
-        return metrics
+            if work.update is not None:
+                self.host, updated = work.update(self.step, self.host, record), True
+        return metrics, updated
 

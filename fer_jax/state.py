@@ -55,7 +55,8 @@ def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """``config.schedule``: "cosine" (linear warmup, cosine decay to 0), "constant" or
-    "plateau" (constant; :func:`make_optimizer` adds reduce-on-plateau scaling)."""
+    "plateau" (constant, times the ``plateau_scale`` that :func:`plateau_scale` sets from
+    the val losses)."""
     base = config.learning_rate
     if config.schedule == "cosine":
         warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -71,19 +72,37 @@ def _decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def _learning_rate_scale(learning_rate_scale: float) -> optax.GradientTransformation:
-    """Updates times ``learning_rate_scale``: 1, until a divergence rollback lowers it
-    (:func:`fer_jax.loop.scale_learning_rates`)."""
-    return optax.scale(learning_rate_scale)
+def _learning_rate_scales(learning_rate_scale: float,
+                          plateau_scale: float) -> optax.GradientTransformation:
+    """Updates times ``learning_rate_scale`` (1 until a divergence rollback lowers it:
+    :func:`fer_jax.loop.scale_learning_rates`) and ``plateau_scale`` (1 until the val loss
+    stops improving: :func:`plateau_scale`)."""
+    return optax.scale(learning_rate_scale * plateau_scale)
+
+
+def plateau_scale(val_losses, *, factor: float, patience: int,
+                  min_relative_improvement: float = 1e-4) -> float:
+    """Reduce-on-plateau on a val metric, as a pure function of its history: the learning
+    rate factor after the epochs' ``val_losses`` (times ``factor`` each time ``patience``
+    epochs in a row fail to improve on the best by ``min_relative_improvement``)."""
+    best, waiting, scale = np.inf, 0, 1.0
+    for loss in val_losses:
+        if loss < best * (1.0 - min_relative_improvement):
+            best, waiting = loss, 0
+        else:
+            waiting += 1
+            if waiting >= patience:
+                scale, waiting = scale * factor, 0
+    return scale
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """optax optimizer from ``config``: ``optimizer`` sgd (``momentum``, ``nesterov``) / adam /
     adamw, ``weight_decay`` (coupled L2 for sgd/adam, decoupled for adamw; kernels only),
     ``grad_clip_norm`` (global norm, 0 = off) and the schedule (see
-    :func:`learning_rate_schedule`). "plateau" multiplies updates by ``plateau_factor`` when the
-    epoch-mean training loss has not improved for ``plateau_patience`` epochs. A last,
-    injected ``learning_rate_scale`` (1) is what a divergence rollback lowers."""
+    :func:`learning_rate_schedule`). Last, the injected ``learning_rate_scale`` (what a
+    divergence rollback lowers) and ``plateau_scale`` (what a plateau of the val loss lowers,
+    ``schedule="plateau"``)."""
     schedule = learning_rate_schedule(config, steps_per_epoch)
     decay = config.weight_decay
     parts = []
@@ -100,11 +119,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
         parts.append(optax.adamw(schedule, weight_decay=decay, mask=_decay_mask))
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}; expected sgd, adam or adamw")
-    if config.schedule == "plateau":
-        parts.append(optax.contrib.reduce_on_plateau(
-            factor=config.plateau_factor, patience=config.plateau_patience,
-            accumulation_size=steps_per_epoch))
-    parts.append(optax.inject_hyperparams(_learning_rate_scale)(learning_rate_scale=1.0))
+    parts.append(optax.inject_hyperparams(_learning_rate_scales)(learning_rate_scale=1.0,
+                                                                 plateau_scale=1.0))
     return optax.chain(*parts)
 
 

@@ -36,6 +36,7 @@ from fer_jax.state import (
     fresh_ema,
     inference_variables,
     learning_rate_schedule,
+    plateau_scale,
     state_template,
     update_ema,
 )
@@ -121,8 +122,7 @@ def make_train_step(*, num_classes: int, augment_config: augment_lib.AugmentConf
         batch_stats = parallel.reduce_mean(batch_stats, axis_name)
         step_metrics = parallel.reduce_mean(
             {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}, axis_name)
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
-                                             value=step_metrics["loss"])
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, batch_stats=batch_stats)
@@ -213,13 +213,9 @@ def steps_per_epoch_of(config, prepared: PreparedData) -> int:
 
 
 def _current_lr(state: TrainState, schedule, step: int) -> float:
-    """The schedule's learning rate times the reduce-on-plateau and rollback scales."""
-    is_plateau = lambda s: isinstance(s, optax.contrib.ReduceLROnPlateauState)
-    plateau = [s for s in jax.tree_util.tree_leaves(state.opt_state, is_leaf=is_plateau)
-               if is_plateau(s)]
-    scale = float(np.asarray(plateau[0].scale).reshape(-1)[0]) if plateau else 1.0
-    rollback = loop.injected_hyperparameters(state.opt_state)["learning_rate_scale"]
-    return float(schedule(step)) * scale * rollback
+    """The schedule's learning rate times the rollback and plateau scales."""
+    scales = loop.injected_hyperparameters(state.opt_state)
+    return float(schedule(step)) * scales["learning_rate_scale"] * scales["plateau_scale"]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -317,6 +313,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     def batch(step: int) -> dict:
         return _stacked([order.batch(step) for order in orders])
 
+    def plateau(step: int, state, record: dict):
+        """The learning rate after this epoch's val loss (reduce on plateau of val)."""
+        losses = [r["val_loss"] for r in read_history(workdir) if "val_loss" in r]
+        return loop.with_hyperparameter(state, "plateau_scale", plateau_scale(
+            losses, factor=config.plateau_factor, patience=config.plateau_patience))
+
     def end_of_epoch(step: int, state, train_means: dict) -> dict:
         return _end_of_epoch(config, _members_of(state, len(members)), prepared, train_means,
                              step // steps_per_epoch)
@@ -343,7 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         state_template=lambda: _stacked([state_template(m, steps_per_epoch, bn_axis_name=bn_axis)
                                          for m in members]),
         step=step, consts=consts, batch=batch,
-        periodic=(loop.Periodic(steps_per_epoch, end_of_epoch, evaluates=True),),
+        periodic=(loop.Periodic(steps_per_epoch, end_of_epoch, evaluates=True,
+                                update=plateau if config.schedule == "plateau" else None),),
         describe=lambda step, state: {
             "epoch": step // steps_per_epoch + 1,
             "lr": _current_lr(_members_of(state, len(members))[0], schedule, step)},

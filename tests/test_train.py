@@ -1,6 +1,7 @@
 """fer_jax.train + fer_jax.parallel: jit/pmap parity, learning, exact resume after SIGKILL,
 checkpoint on SIGTERM, per-process batch sharding."""
 
+import functools
 import json
 import os
 import pathlib
@@ -401,3 +402,30 @@ def test_logit_adjusted_loss_adds_tau_log_prior_to_the_logits(tiny_data):
     log_probs = jax.nn.log_softmax(np.asarray(logits) + shift)
     expected = -np.mean(np.asarray(log_probs)[np.arange(32), labels])
     np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- plateau
+def test_plateau_scale_replays_reduce_on_plateau_of_the_val_loss():
+    plateau = functools.partial(state_lib.plateau_scale, factor=0.5, patience=2)
+    assert plateau([]) == 1.0
+    assert plateau([1.0, 0.9, 0.8]) == 1.0               # improving
+    assert plateau([1.0, 1.1, 1.2]) == 0.5               # two epochs without improvement
+    assert plateau([1.0, 1.1, 1.2, 1.3, 1.4]) == 0.25    # and two more
+    assert plateau([1.0, 1.1, 0.9, 1.0]) == 1.0          # the count restarts on improvement
+
+
+@pytest.mark.slow
+def test_plateau_schedule_follows_the_val_loss_of_the_run(tiny_data, tmp_path):
+    # At this rate the val loss of epoch 2 does not improve on epoch 1's (measured).
+    config = tiny_config(num_epochs=4, schedule="plateau", plateau_patience=1,
+                         plateau_factor=0.5, learning_rate=0.5, optimizer="sgd")
+    train.train_and_evaluate(config, tmp_path, data=tiny_data)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = []
+    for record in records:
+        if "val_loss" in record:
+            losses.append(record["val_loss"])
+        elif "lr" in record:   # a step record: the rate after the epochs evaluated so far
+            expected = 0.5 * state_lib.plateau_scale(losses, factor=0.5, patience=1)
+            assert record["lr"] == pytest.approx(expected), (record["step"], losses)
+    assert [r["lr"] for r in records if "lr" in r][-1] < 0.5  # the rate was lowered

@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 1e-4
     config.schedule = "cosine"        # "cosine" (with warmup) | "constant" | "plateau"
     config.warmup_epochs = 0.5
-    config.plateau_factor = 0.5       # schedule="plateau": lr x factor after `patience` flat epochs
+    config.plateau_factor = 0.5       # schedule="plateau": lr x factor after `patience` epochs
+                                      # without a lower val loss
     config.plateau_patience = 3
     config.loss = "cross_entropy"     # | "logit_adjusted": + tau log prior in the loss (Menon 2021)
     config.logit_adjustment_tau = 1.0
