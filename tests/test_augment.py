@@ -154,3 +154,98 @@ def test_config_from_config_dict():
     config = ml_collections.ConfigDict({"max_rotation_deg": 5.0, "pad_mode": "reflect"})
     assert augment.augment_config_from(config) == AugmentConfig(max_rotation_deg=5.0,
                                                                 pad_mode="reflect")
+
+
+# ----------------------------------------------------------------------------- literature recipe
+CROP_ONLY = AugmentConfig(max_shift=0, flip=False, max_rotation_deg=0.0, brightness=0.0,
+                          contrast=0.0, min_crop=40, max_crop=44)
+ERASE_ONLY = AugmentConfig(max_shift=0, flip=False, max_rotation_deg=0.0, brightness=0.0,
+                           contrast=0.0, erase_prob=1.0)
+
+
+@pytest.mark.parametrize("config", [
+    CROP_ONLY, ERASE_ONLY,
+    AugmentConfig(max_shift=4, min_crop=40, max_crop=44, erase_prob=0.5, pad_mode="reflect")])
+def test_recipe_ops_shape_dtype_range(batch, config):
+    assert config.enabled
+    out = _jitted(config)(jax.random.key(7), batch)
+    assert out.shape == batch.shape and out.dtype == jnp.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not np.allclose(np.asarray(out), np.asarray(batch))
+
+
+def test_scaled_crop_side_is_within_the_configured_range():
+    # A horizontal ramp: a crop of side s resized to 48 px has slope s / 48 of the input's.
+    ramp = jnp.broadcast_to(jnp.arange(48, dtype=jnp.float32) / 47, (64, 48, 48))[..., None]
+    out = np.asarray(_jitted(CROP_ONLY)(jax.random.key(8), ramp))[..., 0]
+    slopes = (out[:, 24, 40] - out[:, 24, 8]) / 32 * 47 * 48  # crop side in pixels
+    assert slopes.min() >= 40 - 1e-3 and slopes.max() <= 44 + 1e-3
+    assert slopes.max() - slopes.min() > 2  # sides vary
+    centres = out[:, 24, 24] * 47
+    assert np.ptp(centres) > 2  # and so do positions
+
+
+def test_erasing_fills_one_rectangle_with_the_mean(batch):
+    out = np.asarray(_jitted(ERASE_ONLY)(jax.random.key(9), batch))[..., 0]
+    for image, result in zip(np.asarray(batch)[..., 0], out):
+        changed = ~np.isclose(image, result)
+        rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        np.testing.assert_allclose(result[box], image.mean(), atol=1e-5)
+        area = result[box].size / 48 ** 2
+        assert augment.ERASE_AREA[0] * 0.8 <= area <= augment.ERASE_AREA[1] * 1.2
+    half = AugmentConfig(**{**ERASE_ONLY.__dict__, "erase_prob": 0.5})
+    erased = [not np.allclose(o, x) for o, x in zip(
+        np.asarray(_jitted(half)(jax.random.key(10), batch)), np.asarray(batch))]
+    assert any(erased) and not all(erased)
+
+
+def test_new_ops_leave_the_other_draws_unchanged(batch):
+    base = AugmentConfig(contrast=0.0)  # contrast pivots on the mean: same with erasing
+    erased = AugmentConfig(contrast=0.0, erase_prob=1.0)
+    key = jax.random.key(11)
+    plain, with_erasing = (np.asarray(_jitted(c)(key, batch)) for c in (base, erased))
+    same = np.isclose(plain, with_erasing)
+    assert same.mean() > 0.6  # everywhere outside the erased rectangles
+
+
+def test_recipe_config_validation():
+    with pytest.raises(ValueError, match="min_crop"):
+        AugmentConfig(min_crop=44, max_crop=40)
+    with pytest.raises(ValueError, match="min_crop"):
+        AugmentConfig(min_crop=augment.MIN_CROP - 1)
+    with pytest.raises(ValueError, match="erase_prob"):
+        AugmentConfig(erase_prob=1.5)
+    assert not AugmentConfig().scaled_crop and AugmentConfig().erase_prob == 0.0
+
+
+def test_ten_crop_views(batch):
+    views = augment.ten_crop_views(batch)
+    assert len(views) == 10 and all(v.shape == batch.shape for v in views)
+    top_left = jax.image.resize(batch[:, :42, :42], batch.shape, "bilinear")
+    np.testing.assert_allclose(np.asarray(views[0]), np.asarray(top_left), atol=1e-6)
+    for view, mirrored in zip(views[:5], views[5:]):
+        np.testing.assert_array_equal(np.asarray(mirrored), np.asarray(view)[:, :, ::-1])
+    whole = augment.ten_crop_views(batch, side=48)  # crops of the whole image: the identity
+    np.testing.assert_allclose(np.asarray(whole[4]), np.asarray(batch), atol=1e-6)
+    with pytest.raises(ValueError, match="ten-crop side"):
+        augment.ten_crop_views(batch, side=50)
+
+
+def _brightness_logits(variables, x, train):
+    """A stand-in network: logits from each image's mean brightness."""
+    return x.mean(axis=(1, 2, 3))[:, None] * jnp.arange(3.0)
+
+
+def test_tencrop_tta_averages_the_ten_views(tiny_data):
+    from fer_jax import inference
+
+    images = tiny_data.split("val").images[:5]
+    probs = inference.predict_probabilities(_brightness_logits, {}, images, batch_size=8,
+                                            tta="tencrop")
+    views = augment.ten_crop_views(augment.to_float(jnp.asarray(images)))
+    expected = np.mean([jax.nn.softmax(_brightness_logits({}, v, False)) for v in views], 0)
+    assert probs.shape == (5, 3)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown tta"):
+        inference.predict_probabilities(_brightness_logits, {}, images, tta="fivecrop")
