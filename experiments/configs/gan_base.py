@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
         "val_fraction": 0.1, "split_seed": 0,
         "strict": True, "resize": False})  # strict=False: skip bad records; resize=True: to 48x48
     config.classes = EMOTIONS         # classes drawn uniformly for every batch
+    config.class_sampling = "uniform"  # "uniform" | "sqrt": classes drawn equally or ∝ √count
     config.seed = 0
     config.parallel = "jit"           # "jit" | "pmap"
     config.batch_size = 32
