@@ -9,7 +9,8 @@
 Defaults: ``ablation_default`` on the embedded SYNTHETIC faces, workdir
 ``checkpoints/ablation``. Synthetic faces come from ``config.synthetic_npz`` (e.g. a pipeline
 workdir's ``synthetic.npz``) or, when unset, from the pipeline's GAN and synthesize stages run
-in ``<workdir>/gan_pipeline``. Cells are scored on val; on test only with
+in ``<workdir>/gan_pipeline`` (when its recognizability gate keeps no class, the GAN variants
+are skipped and the report says so). Cells are scored on val; on test only with
 ``--config.eval_split=test``. Every finished run and cell is skipped on rerun and the grid
 (settings, models, variants, seeds) may grow between runs; a changed classifier config is
 refused naming the changed keys (``--recompute`` redoes what it changes). Writes

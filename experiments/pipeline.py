@@ -1,7 +1,10 @@
 """Runs the whole project: data, GAN, synthetic faces, training mix, flat and two-tier models.
 
-Stages: data -> conditional GAN -> synthetic minority faces -> training mix -> flat and
-two-tier classifiers -> evaluation -> report (:mod:`studies.pipeline`).
+Stages: data -> conditional GAN -> judge (a classifier trained on the real training split) ->
+synthetic minority faces, mixed only for the classes the judge recognizes
+(``config.synthesize.min_recognizability``) -> training mix -> flat and two-tier classifiers ->
+evaluation (GAN metrics on faces from a seed stream of their own) -> report
+(:mod:`studies.pipeline`).
 
     python -m experiments.pipeline [--data PATH] [--config experiments/configs/pipeline_X.py]
         [--workdir DIR] [--until STAGE] [--recompute] [--config.key=value ...]

@@ -96,6 +96,18 @@ def timing_table(timings: Mapping[str, float], total: float) -> str:
     return text_table(("stage", "time"), rows + [["total", f"{total:.1f}s"]])
 
 
+def gate_table(gate: Mapping[str, Mapping], *, markdown: bool = False) -> str:
+    """Per candidate class of the recognizability gate: images generated, the share the judge
+    labels as the class, the share of the judge's labels of it that are right, the judge's
+    recall on real val images, and the verdict."""
+    rows = [[name, v["n"], percent(v["recognizability"]), percent(v["precision"]),
+             percent(v["judge_real_recall"]), "kept" if v["kept"] else "rejected"]
+            for name, v in gate.items()]
+    header = ("class", "generated", "judged as its class", "precision", "judge's real val recall",
+              "gate")
+    return (markdown_table if markdown else text_table)(header, rows)
+
+
 def mix_table(per_class: Mapping[str, Mapping[str, int]], *, markdown: bool = False) -> str:
     """Per class: real images, synthetic images available, draws per epoch (and how many of
     them synthetic), from ``TrainingMix.summary()``."""
@@ -177,7 +189,8 @@ def _setup_section(results: Mapping) -> list[str]:
     two_tier = config["two_tier"]
     lines = ["## Setup", "",
              f"- **Data**: `{data['source']}` — {sizes} images"
-             + (f" ({data['skipped']} bad records skipped)" if data["skipped"] else "") + ".",
+             + (f" ({data['skipped']} bad records skipped, listed below)"
+                if data["skipped"] else "") + ".",
              f"- **Setting**: {setting}. The two-tier model first separates negative "
              f"({'angry, disgust, fear, sad' if results['setting'] == 'seven' else 'angry, fear, sad'})"
              " from positive (happy, surprise, neutral) faces, then classifies within the group; "
@@ -186,8 +199,10 @@ def _setup_section(results: Mapping) -> list[str]:
                 else " (best group first, then best class in it)") + ".",
              _gan_summary(config)]
     per_class = results["synthetic"]["per_class"]
-    lines.append("- **Synthetic faces**: " + (", ".join(f"{k} {v}" for k, v in per_class.items())
-                                             if per_class else "none") + ".")
+    lines.append("- **Synthetic faces mixed into training**: "
+                 + (", ".join(f"{k} {v}" for k, v in per_class.items()) if per_class else "none")
+                 + (" (see the recognizability gate below)." if results["synthetic"]["gate"]
+                    else "."))
     for name, section in [("flat", config["flat"])] + [
             (f"two-tier {m}", two_tier[m]) for m in ("tier1", "negative", "positive")]:
         lines.append(f"- **{name}**: {_classifier_summary(section)}.")
@@ -201,9 +216,68 @@ def _setup_section(results: Mapping) -> list[str]:
                  + (" (no test split in this source: val numbers are the only held-out ones)"
                     if "test" not in evaluation["splits"] else "")
                  + f"; TTA {'on' if results['config']['eval']['tta'] else 'off'}.")
-    lines += ["", "Training mix of the flat model (per epoch):", "",
+    lines += [""] + _skipped_lines(data.get("skipped_records", []))
+    lines += ["Training mix of the flat model (per epoch):", "",
               mix_table(results["mix"]["flat"]["per_class"], markdown=True), ""]
     return lines
+
+
+def _skipped_lines(records: Sequence[str], shown: int = 20) -> list[str]:
+    """Markdown: the bad records loading skipped (the first ``shown``; all in results.json)."""
+    if not records:
+        return []
+    more = [f"- ... and {len(records) - shown} more (all in results.json)"] \
+        if len(records) > shown else []
+    return ["Bad records skipped while loading:", "",
+            *(f"- `{record}`" for record in records[:shown]), *more, ""]
+
+
+def gan_description(config: Mapping) -> str:
+    """Which GAN made the synthetic faces: reused from a workdir, or its steps here."""
+    if config.get("gan_workdir"):
+        return f"GAN samples of {config['gan_workdir']}"
+    return f"GAN samples after {config['gan']['num_steps']} steps"
+
+
+def _gate_section(results: Mapping) -> list[str]:
+    """Markdown: the recognizability gate's verdict per candidate class, plainly."""
+    synthetic = results["synthetic"]
+    gate = synthetic["gate"]
+    if not gate:
+        return []
+    kept = [name for name, verdict in gate.items() if verdict["kept"]]
+    threshold = percent(synthetic["min_recognizability"])
+    lines = ["## Synthetic faces: the recognizability gate", "",
+             (f"Before mixing, the judge (a classifier trained on the real training split only, "
+              f"`{synthetic['judge']}`) labelled the generated candidates (seed "
+              f"{synthetic['seed']}, truncation {synthetic['truncation']}). A class is mixed "
+              f"only when at least {threshold}% of its faces are judged as it and at least "
+              f"{threshold}% of the faces judged as it were generated as it (precision, classes "
+              "weighted equally: faces the judge cannot tell apart score 1/K)."), "",
+             gate_table(gate, markdown=True), ""]
+    if kept:
+        lines.append(f"Kept and mixed into training: {', '.join(kept)}.")
+    else:
+        lines.append("**No class passed the gate: no synthetic face was mixed into training**; "
+                     "every classifier trained on real images only.")
+    return lines + [""]
+
+
+def _reproducibility_lines(block: Mapping) -> list[str]:
+    """Markdown of a :func:`fer_jax.provenance.reproducibility` block."""
+    versions = ", ".join(f"{name} {version}" for name, version in block["versions"].items())
+    device = block["device"]
+    dirty = {True: " (uncommitted changes)", False: "", None: ""}[block["dirty"]]
+    wall = block["wall_seconds"]
+    return ["## Reproducibility", "",
+            f"- **Code**: commit `{block['commit']}`{dirty}",
+            f"- **Versions**: {versions}",
+            f"- **Device**: {device['backend']} ({device['kind']}) x {device['count']}",
+            f"- **Data**: `{block['data']['source']}`, SHA-256 `{block['data']['sha256']}`",
+            f"- **Config hash**: `{block['config_hash']}`",
+            f"- **Seeds**: {', '.join(map(str, block['seeds'])) or 'none'}",
+            "- **Wall time**: " + ("n/a" if wall is None else f"{wall:.1f} s")
+            + f" (stages, summed); written {block['date']}", ""]
 
 
 def _gan_summary(config: Mapping) -> str:
@@ -265,9 +339,11 @@ def _results_section(results: Mapping) -> list[str]:
     if gan:
         rows = [[name, percent(v["recognizability"]), percent(v["real_recall"]),
                  f"{v['fid']:.2f}", f"{v['fid_floor']:.2f}"] for name, v in gan["per_class"].items()]
-        lines += [("GAN samples judged by the flat model (trained partly on them when GAN mixing "
-                  "is on, so recognizability is optimistic); FER-FID in its feature space, beside "
-                  "the real-vs-real floor:"), "",
+        lines += [(f"GAN samples judged by the flat model, drawn from the evaluation seed stream "
+                   f"(seed {gan['seed']}), so none of them was mixed into training (the flat "
+                   "model may still have trained on other faces of this GAN: the gate above "
+                   "is the independent judgement); FER-FID in its feature space, beside the "
+                   "real-vs-real floor:"), "",
                   markdown_table(("class", "recognized as its class", "real val recall",
                                   "FER-FID", "FID floor"), rows), ""]
     return lines
@@ -318,12 +394,26 @@ def _seed_section(results: Mapping) -> list[str]:
     return lines
 
 
-def _figures_section(figures: Mapping[str, str]) -> list[str]:
+def _gan_caption(results: Mapping) -> str:
+    """The sample grid's caption: which GAN, what the gate kept, and plainly when nothing."""
+    gate = results["synthetic"]["gate"] or {}
+    kept = [name for name, verdict in gate.items() if verdict["kept"]]
+    caption = (f"{gan_description(results['config'])}, one row per candidate class; classes "
+               f"kept by the recognizability gate: {', '.join(kept) or 'none'}.")
+    rejected = [name for name in gate if name not in kept]
+    if rejected:
+        caption += (f" The rows of {', '.join(rejected)} are not recognizable faces of their "
+                    "class and were not used for training.")
+    return caption
+
+
+def _figures_section(results: Mapping) -> list[str]:
+    figures = results["figures"]
     captions = {
         "confusion_flat": "Confusion matrix of the flat model (rows: true class).",
         "confusion_two_tier": "Confusion matrix of the two-tier model.",
         "recall_vs_seed": "Per-class recall (6 classes) of both models; black ticks: the seed.",
-        "gan_samples": "Samples of the conditional GAN (one row per synthesized class).",
+        "gan_samples": _gan_caption(results),
         "curves": "Training curves of the flat model and the two-tier members.",
     }
     lines = ["## Figures", ""]
@@ -340,13 +430,14 @@ def render_pipeline_report(results: Mapping) -> str:
         lines += [("> **Synthetic data.** This run used the embedded procedural faces (no "
                   "`--data`), so every number below describes the pipeline on toy data and is "
                   "**not** a FER-2013 result."), ""]
-    lines += _setup_section(results) + _results_section(results) + _seed_section(results)
-    lines += _figures_section(results["figures"])
+    lines += _setup_section(results) + _gate_section(results) + _results_section(results)
+    lines += _seed_section(results) + _figures_section(results)
     seconds = {k: v for k, v in results["stage_seconds"].items() if v is not None}
     rows = [[k, f"{v:.1f}"] for k, v in seconds.items()]
     rows.append(["total (excluding this report)", f"{sum(seconds.values()):.1f}"])
     lines += ["## Time", "", "Seconds per stage, as measured when each stage ran:", "",
               markdown_table(("stage", "seconds"), rows), ""]
+    lines += _reproducibility_lines(results["reproducibility"])
     return "\n".join(lines)
 
 
@@ -472,7 +563,15 @@ def render_ablation_report(ablation: Mapping) -> str:
               f"with replacement up to {balance_target(ablation['config'])}); *GAN* = "
               "synthetic faces of minority classes added (capped share per class); the "
               "classifier config is the same in every cell."), ""]
+    if ablation["gate"]:
+        lines += [("Recognizability gate of the GAN faces (judged by a classifier trained on the "
+                  "real training split only; see the pipeline report):"), "",
+                  gate_table(ablation["gate"], markdown=True), ""]
+    if ablation["gan_variants_skipped"]:
+        lines += [("**The GAN variants were not run**: the recognizability gate kept no class of "
+                  "the GAN's faces, so there was nothing worth mixing into training."), ""]
     lines += _ablation_seed_section(ablation)
+    lines += _reproducibility_lines(ablation["reproducibility"])
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from fer_jax.classes import EMOTION_INDEX, EMOTIONS
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerError
 from fer_jax.inference import Classifier
+from fer_jax.runtime import progress_bar
 from fer_jax.train import train_and_evaluate
 from gan.sample import Generators
 
@@ -92,11 +93,15 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Class
         raise FerError(f"{generators.workdir}: none of its classes {list(generators.classes)} is "
                        f"both known to {classifier.description} and in the val split of "
                        f"{data.source}")
-    fake = generators.sample({c: max(val_counts[c], samples_per_class) for c in names}, seed,
-                             truncation)
-    real_train = _features_by_class(classifier, train, names, predict=False)
-    real_val, generated = (_features_by_class(classifier, split, names, predict=True)
-                           for split in (val, fake))
+    with progress_bar(4, 0, "GAN metrics (sample, train, val, generated)") as bar:
+        fake = generators.sample({c: max(val_counts[c], samples_per_class) for c in names},
+                                 seed, truncation)
+        bar.update()
+        features = []
+        for split, predict in ((train, False), (val, True), (fake, True)):
+            features.append(_features_by_class(classifier, split, names, predict=predict))
+            bar.update()
+    real_train, real_val, generated = features
     per_class = {}
     for c in names:
         target = classifier.grouping.encode([EMOTION_INDEX[c]])[0]
@@ -117,8 +122,33 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Class
         "real_recall": float(np.mean([v["real_recall"] for v in per_class.values()])),
     }
     return {"classifier": classifier.description, "data": data.source,
-            "synthetic_data": data.synthetic, "truncation": truncation, "per_class": per_class,
-            "overall": overall}
+            "synthetic_data": data.synthetic, "seed": seed, "truncation": truncation,
+            "per_class": per_class, "overall": overall}
+
+
+def judged_shares(classifier: Classifier, generated: Split) -> dict[str, dict[str, float]]:
+    """``{generated class: {class of classifier: share}}``: how ``classifier`` labels the
+    generated images of each class (rows sum to 1)."""
+    predicted = classifier.probabilities(generated.images, progress="judge").argmax(-1)
+    names = classifier.grouping.class_names
+    return {name: {judged: float(np.mean(predicted[generated.labels == EMOTION_INDEX[name]]
+                                         == index)) for index, judged in enumerate(names)}
+            for name, count in generated.counts().items() if count}
+
+
+def recognizability_gate(shares: dict[str, dict[str, float]], threshold: float) -> dict:
+    """Per generated class c of :func:`judged_shares`: ``recognizability`` (share of its
+    images judged c), ``precision`` (of the images judged c, the share generated as c, each
+    generated class weighted equally: 1/K when the judge cannot tell K classes apart) and
+    ``kept``: both at least ``threshold``."""
+    gate = {}
+    for name, row in shares.items():
+        judged_as = sum(other.get(name, 0.0) for other in shares.values())
+        recognizability = row.get(name, 0.0)
+        precision = recognizability / judged_as if judged_as else 0.0
+        gate[name] = {"recognizability": recognizability, "precision": precision,
+                      "kept": recognizability >= threshold and precision >= threshold}
+    return gate
 
 
 def classification_accuracy_score(generators: Generators, data: FerData,

@@ -24,18 +24,24 @@ from fer_jax.errors import FerCheckpointError, FerError
 from gan.train import Gan, build_gan, class_grid
 
 GRID_COLUMNS = 10
+EVALUATION_STREAM = 1  # SeedSequence entropy word of the evaluation samples
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One trained GAN: its networks, EMA generator weights with their standing batch
-    statistics, and the classes it generates."""
+    """One trained GAN: its networks, EMA generator weights, the running batch statistics
+    of training, and the classes it generates."""
 
     gan: Gan
     params: dict
-    batch_stats: dict
+    running_stats: dict
     classes: tuple[str, ...]
     workdir: pathlib.Path
+
+    def batch_stats(self, truncation: float) -> dict:
+        """Standing statistics of the EMA weights for latents drawn at ``truncation``."""
+        return self.gan.standing_stats(self.params, self.running_stats, self.classes,
+                                       truncation=truncation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +72,8 @@ class Generators:
         for name, count in per_class.items():
             run = self.run_for(name)
             label = EMOTION_INDEX[name]
-            images.append(run.gan.sample(run.params, run.batch_stats, np.full(count, label),
+            images.append(run.gan.sample(run.params, run.batch_stats(truncation),
+                                         np.full(count, label),
                                          seed * len(EMOTIONS) + label, truncation=truncation))
             labels.append(np.full(count, label, np.int32))
         if not images:
@@ -79,8 +86,8 @@ class Generators:
         rows = []
         for name in classes:
             run = self.run_for(name)
-            rows.append(class_grid(run.gan, run.params, run.batch_stats, (name,), columns, seed,
-                                   truncation))
+            rows.append(class_grid(run.gan, run.params, run.batch_stats(truncation), (name,),
+                                   columns, seed, truncation))
         return np.concatenate(rows)
 
 
@@ -94,9 +101,7 @@ def _load_run(workdir: pathlib.Path) -> Run:
         gan = build_gan(config)
         state = checkpoints.restore(gan.state_template()).state
     classes = tuple(config.classes)
-    return Run(gan, state.ema_params,
-               gan.standing_stats(state.ema_params, state.g_batch_stats, classes), classes,
-               workdir)
+    return Run(gan, state.ema_params, state.g_batch_stats, classes, workdir)
 
 
 def load_generators(workdir) -> Generators:
@@ -120,26 +125,48 @@ def sample_images(source, per_class: dict[str, int], seed: int = 0,
     return generators.sample(per_class, seed, truncation)
 
 
-def synthesize(workdir, per_class: dict[str, int], out, *, seed: int = 0,
-               truncation: float = 0.0, grid=None) -> Split:
-    """Samples ``per_class`` images from the GAN(s) of ``workdir`` into the .npz ``out``
-    (``images`` uint8 [N, 48, 48], canonical int32 ``labels``, read by
-    :func:`fer_jax.data.sampling.load_synthetic_npz`); ``grid``: also a PNG with one row of
-    samples per class. FerError when every count is 0."""
-    if not any(per_class.values()):
-        raise FerError(f"nothing to synthesize: every count is 0 ({per_class})")
-    generators = load_generators(workdir)
-    synthetic = generators.sample(per_class, seed, truncation)
+def evaluation_seed(seed: int) -> int:
+    """The seed of a generator's evaluation samples, drawn from a stream of its own: for any
+    synthesis ``seed`` below 2**28 (image i of class c then comes from key ``7 seed + c``),
+    the evaluation keys (``7 e + c``, ``e`` in [2**28, 2**29)) never meet a synthesis key, so
+    no classifier is scored on the faces it trained on."""
+    draw = int(np.random.SeedSequence([seed, EVALUATION_STREAM]).generate_state(1)[0])
+    return (1 << 28) | (draw >> 4)
+
+
+def write_npz(synthetic: Split, out) -> None:
+    """``synthetic`` as the .npz :func:`fer_jax.data.sampling.load_synthetic_npz` reads
+    (``images`` uint8 [N, 48, 48], canonical int32 ``labels``)."""
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, images=synthetic.images, labels=synthetic.labels)
     print(f"wrote {len(synthetic)} images to {out}: "
           + ", ".join(f"{name} {count}" for name, count in synthetic.counts().items() if count))
+
+
+def write_grid(generators: Generators, names: Sequence[str], path, *, seed: int = 0,
+               truncation: float = 0.0, row_names: Sequence[str] | None = None,
+               title: str = "") -> None:
+    """A PNG with one row of :data:`GRID_COLUMNS` samples per class of ``names``."""
+    plots.save_image_grid_png(generators.grid(names, GRID_COLUMNS, seed, truncation), path,
+                              row_names=list(row_names or names),
+                              title=title or f"samples of {generators.workdir}")
+    print(f"wrote sample grid {path}")
+
+
+def synthesize(workdir, per_class: dict[str, int], out, *, seed: int = 0,
+               truncation: float = 0.0, grid=None) -> Split:
+    """Samples ``per_class`` images from the GAN(s) of ``workdir`` into the .npz ``out``
+    (:func:`write_npz`); ``grid``: also a PNG with one row of samples per class. FerError when
+    every count is 0."""
+    if not any(per_class.values()):
+        raise FerError(f"nothing to synthesize: every count is 0 ({per_class})")
+    generators = load_generators(workdir)
+    synthetic = generators.sample(per_class, seed, truncation)
+    write_npz(synthetic, out)
     if grid:
-        names = [name for name, count in per_class.items() if count]
-        plots.save_image_grid_png(generators.grid(names, GRID_COLUMNS, seed, truncation), grid,
-                                  row_names=names, title=f"samples of {workdir}")
-        print(f"wrote sample grid {grid}")
+        write_grid(generators, [name for name, count in per_class.items() if count], grid,
+                   seed=seed, truncation=truncation)
     return synthetic
 
 

@@ -18,7 +18,7 @@ import pathlib
 
 import ml_collections
 
-from fer_jax import classes, evaluation, inference, report, run_guard, train, two_tier
+from fer_jax import classes, evaluation, inference, provenance, report, run_guard, train, two_tier
 from fer_jax.data import FerData, load_from_config, sampling
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
@@ -69,6 +69,9 @@ class Ablation:
         return [(setting, model, variant, int(seed)) for setting in c.settings
                 for model in c.models for variant in c.variants for seed in c.seeds]
 
+    def uses_gan(self) -> bool:
+        return any(VARIANTS[v][1] for v in self.config.variants)
+
     def eval_split(self) -> str:
         """The split cells are scored on: val unless ``eval_split`` is ``"test"`` (selection
         never looks at test unless asked)."""
@@ -95,7 +98,12 @@ class Ablation:
         gan_pipeline = Pipeline(self.gan_pipeline_config(), self.workdir / "gan_pipeline",
                                 data=self.data, recompute=self.recompute)
         gan_pipeline.run(until="synthesize")
-        return {"path": f"gan_pipeline/{SYNTHETIC_NPZ}"}
+        synthesized = gan_pipeline.stages.outputs("synthesize")
+        if synthesized["path"] is None:
+            print("synthetic faces: the recognizability gate kept no class; the GAN variants "
+                  "are skipped", flush=True)
+            return {"path": None, "gate": synthesized["gate"]}
+        return {"path": f"gan_pipeline/{SYNTHETIC_NPZ}", "gate": synthesized["gate"]}
 
     def gan_pipeline_config(self) -> ml_collections.ConfigDict:
         config = self.config.gan_pipeline.copy_and_resolve_references()
@@ -200,19 +208,36 @@ class Ablation:
                                     label=f"{label} {name}")
         return result
 
+    def stage_seconds(self, cells) -> float:
+        """Seconds the stages of ``cells`` took when they ran (each shared run once)."""
+        names = {"synthetic_faces"} if self.uses_gan() else set()
+        for setting, model, variant, seed in cells:
+            names.add(cell_name(setting, model, variant, seed))
+            names.update(run_name(grouping, variant, seed)
+                         for grouping in self.groupings(setting, model))
+        return sum(self.stages.record(name)["seconds"] for name in names)
+
     def run(self) -> dict:
         """Runs every unfinished run and cell, then writes the tables; returns the ablation
         dict (also ``ablation.json``)."""
-        if any(VARIANTS[v][1] for v in self.config.variants):
-            self.stages.run("synthetic_faces", self.synthetic_faces, self.synthetic_faces_section,
-                            label="synthetic faces")
-        cells = self.cells()
+        faces = None
+        if self.uses_gan():
+            faces, _ = self.stages.run("synthetic_faces", self.synthetic_faces,
+                                       self.synthetic_faces_section, label="synthetic faces")
+        skipped_gan = faces is not None and faces["path"] is None
+        cells = [cell for cell in self.cells() if not (skipped_gan and VARIANTS[cell[2]][1])]
         results = {}
         for index, cell in enumerate(cells, 1):
             results[cell_name(*cell)] = self.run_cell(*cell, label=f"[{index}/{len(cells)}]")
         ablation = {"data": self.data.source, "synthetic_data": self.data.synthetic,
                     "config": run_guard.to_json(self.config),
-                    "table": report.summarize(results.values()), "cells": results}
+                    "table": report.summarize(results.values()), "cells": results,
+                    "gan_variants_skipped": skipped_gan,
+                    "gate": faces and faces.get("gate"),
+                    "reproducibility": provenance.reproducibility(
+                        data=provenance.data_block(self.config.data.source, self.data),
+                        config=self.config, seeds=self.config.seeds,
+                        wall_seconds=self.stage_seconds(cells))}
         run_guard.write_json(self.workdir / "ablation.json", ablation)
         report.save_ablation_figure(self.workdir, ablation)
         (self.workdir / "ablation.md").write_text(report.render_ablation_report(ablation))

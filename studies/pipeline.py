@@ -1,5 +1,12 @@
-"""The project's pipeline as stages: data, GAN, synthetic faces, training mix, flat and two-tier
-classifiers, evaluation, report.
+"""The project's pipeline as stages: data, GAN, judge, synthetic faces, training mix, flat and
+two-tier classifiers, evaluation, report.
+
+Synthetic faces pass a recognizability gate before they are mixed into training: the judge, a
+classifier trained on the real training split only (never a model under evaluation), labels
+the generated candidates, and only classes it recognizes (:func:`gan.metrics.recognizability_gate`
+at ``config.synthesize.min_recognizability``) are written to ``synthetic.npz``. The GAN metrics
+of the evaluation stage sample from a seed stream of their own
+(:func:`gan.sample.evaluation_seed`), never the faces a classifier trained on.
 
 Each stage runs once in its workdir (:class:`fer_jax.stages.Stages`: a rerun skips finished
 stages and refuses, or with ``recompute`` redoes, a stage whose config section or upstream
@@ -16,7 +23,8 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from fer_jax import classes, evaluation, inference, report, run_guard, train, two_tier
+from fer_jax import classes, evaluation, inference, provenance, report, run_guard, train, two_tier
+from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import FerData, load_from_config, sampling
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
@@ -25,7 +33,8 @@ from gan import sample as gan_sample
 from gan import train as gan_train
 
 SYNTHETIC_NPZ = "synthetic.npz"
-STAGES = ("data", "gan", "synthesize", "mix", "flat", "two_tier", "evaluate", "report")
+STAGES = ("data", "gan", "judge", "synthesize", "mix", "flat", "two_tier", "evaluate",
+          "report")
 
 
 def classifier_config(section: ml_collections.ConfigDict,
@@ -146,6 +155,7 @@ class Pipeline:
                       " ".join(f"{name} {n}" for name, n in counts.items()))
             return {"source": data.source, "synthetic": data.synthetic,
                     "counts": data.counts(), "skipped": len(data.skipped),
+                    "skipped_records": data.skipped_records(),
                     "splits": [s for s in ("train", "val", "test") if data.has(s)]}
 
         return body, lambda: {"data": self.config.data}, None
@@ -176,26 +186,83 @@ class Pipeline:
 
         return body, section, None if reused else gan_dir
 
+    def stage_judge(self):
+        reused = self.config.judge_workdir
+
+        def body():
+            if not _mixes(self.config):
+                print("  no classifier mixes synthetic faces: no judge needed")
+                return {"path": None}
+            if reused:
+                judge = inference.load(reused)  # clear error when there is no classifier
+                print(f"  reusing the judge trained in {reused} ({judge.description})")
+                return {"reused": reused, "path": str(pathlib.Path(reused).resolve())}
+            summary = train.train_and_evaluate(classifier_config(self.config.judge, None),
+                                               self.workdir / "judge", self.data)
+            if summary["interrupted"] is not None:
+                raise Interrupted("stage 'judge'", summary["interrupted"])
+            return {**summary, "path": "judge"}
+
+        def section():
+            judge = {"judge_workdir": reused} if reused else {
+                "judge": classifier_config(self.config.judge, None)}
+            return {**judge, "mixes": _mixes(self.config)}
+
+        return body, section, None if reused else self.workdir / "judge"
+
     def stage_synthesize(self):
         def body():
+            synthesize = self.config.synthesize
+            (self.workdir / SYNTHETIC_NPZ).unlink(missing_ok=True)  # none left from a rerun
             per_class = synthetic_per_class(
-                self.data.split("train").counts(), self.config.synthesize.classes,
+                self.data.split("train").counts(), synthesize.classes,
                 grouping=self.setting, mixes=_mixes(self.config),
-                max_per_class=self.config.synthesize.max_per_class)
+                max_per_class=synthesize.max_per_class)
             if not per_class:
                 print("  no minority class needs synthetic images (or no classifier mixes "
                       "them)")
-                return {"path": None, "per_class": {}}
-            synthetic = gan_sample.synthesize(
-                self.path("gan"), per_class, self.workdir / SYNTHETIC_NPZ,
-                seed=self.config.synthesize.seed, truncation=self.config.synthesize.truncation,
-                grid=self.workdir / report.FIGURES["gan_samples"])
-            return {"path": SYNTHETIC_NPZ,
-                    "per_class": {k: v for k, v in synthetic.counts().items() if v}}
+                return {"path": None, "per_class": {}, "gate": None}
+            generators = gan_sample.load_generators(self.path("gan"))
+            candidates = generators.sample(per_class, synthesize.seed, synthesize.truncation)
+            gate = self.judge_candidates(candidates)
+            kept = [name for name, verdict in gate.items() if verdict["kept"]]
+            print(report.gate_table(gate))
+            gan_sample.write_grid(
+                generators, list(per_class), self.workdir / report.FIGURES["gan_samples"],
+                seed=synthesize.seed, truncation=synthesize.truncation,
+                row_names=[f"{name} ({'kept' if gate[name]['kept'] else 'rejected'})"
+                           for name in per_class],
+                title=f"{report.gan_description(run_guard.to_json(self.config))}; "
+                      f"kept: {', '.join(kept) or 'none'}")
+            outputs = {"path": None, "per_class": {}, "seed": synthesize.seed,
+                       "truncation": synthesize.truncation,
+                       "min_recognizability": synthesize.min_recognizability,
+                       "judge": self.stages.outputs("judge")["path"], "gate": gate}
+            if not kept:
+                print("  the recognizability gate kept no class: no synthetic face is mixed "
+                      "into training")
+                return outputs
+            keep = np.isin(candidates.labels, [EMOTION_INDEX[name] for name in kept])
+            gan_sample.write_npz(candidates.take(np.flatnonzero(keep)),
+                                 self.workdir / SYNTHETIC_NPZ)
+            return {**outputs, "path": SYNTHETIC_NPZ,
+                    "per_class": {name: per_class[name] for name in kept}}
 
         return body, lambda: {"setting": self.config.setting,
                               "synthesize": self.config.synthesize,
                               "mixes": _mixes(self.config)}, None
+
+    def judge_candidates(self, candidates) -> dict:
+        """The recognizability gate of the synthetic ``candidates``
+        (:func:`gan.metrics.recognizability_gate` by the judge), each class with its count and
+        the judge's recall on real val images of it."""
+        judge = inference.load(self.path("judge"))
+        gate = gan_metrics.recognizability_gate(gan_metrics.judged_shares(judge, candidates),
+                                                self.config.synthesize.min_recognizability)
+        real = evaluation.evaluate(judge, self.data.split("val"), judge.grouping)["per_class"]
+        counts = candidates.counts()
+        return {name: {**verdict, "n": counts[name], "judge_real_recall": real[name]["recall"]}
+                for name, verdict in gate.items()}
 
     def classifier_sections(self, root: pathlib.Path | None = None
                             ) -> dict[str, ml_collections.ConfigDict]:
@@ -274,9 +341,10 @@ class Pipeline:
 
     def evaluate_models(self) -> dict:
         """:func:`fer_jax.evaluation.compare_models` of the flat and two-tier models, and the
-        GAN metrics (FER-FID, recognizability) of the faces synthesize samples (same seed and
-        truncation) judged by the flat model's best-by-val checkpoint (None when
-        ``config.eval.gan_samples_per_class`` is 0)."""
+        GAN metrics (FER-FID, recognizability) judged by the flat model's best-by-val
+        checkpoint, of faces sampled at synthesize's truncation from the evaluation stream of
+        its seed (:func:`gan.sample.evaluation_seed`: none of them was mixed into training;
+        None when ``config.eval.gan_samples_per_class`` is 0)."""
         eval_config = self.config.eval
         flat_dir = self.path("flat")
         out = evaluation.compare_models(
@@ -291,7 +359,8 @@ class Pipeline:
                 gan_sample.load_generators(self.path("gan")), self.data,
                 inference.load(flat_dir, "best"),
                 samples_per_class=eval_config.gan_samples_per_class,
-                seed=self.config.synthesize.seed, truncation=self.config.synthesize.truncation)
+                seed=gan_sample.evaluation_seed(self.config.synthesize.seed),
+                truncation=self.config.synthesize.truncation)
         return out
 
     def stage_report(self):
@@ -310,6 +379,10 @@ class Pipeline:
                                   for name in STAGES[:-1]},
                 "reference": evaluation.SEED_REFERENCE,
             }
+            results["reproducibility"] = provenance.reproducibility(
+                data=provenance.data_block(self.config.data.source, self.data),
+                config=self.config, seeds=self.seeds(),
+                wall_seconds=sum(results["stage_seconds"].values()))
             results["figures"] = report.save_figures(self.workdir, results)
             run_guard.write_json(self.workdir / "results.json", results)
             (self.workdir / "report.md").write_text(report.render_pipeline_report(results))
@@ -317,3 +390,11 @@ class Pipeline:
                     "figures": results["figures"]}
 
         return body, dict, None
+
+    def seeds(self) -> list[int]:
+        """The distinct seeds of the run: GAN (when trained here), synthesis, judge and
+        classifiers."""
+        c = self.config
+        sections = [c.judge, c.flat] + [c.two_tier[m] for m in two_tier.MEMBERS]
+        return sorted({c.synthesize.seed, *(s.seed for s in sections),
+                       *([] if c.gan_workdir else [c.gan.seed])})

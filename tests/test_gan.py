@@ -168,3 +168,46 @@ def test_synthesize_refuses_to_write_nothing(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: nothing to synthesize")
     assert not out.exists()
+
+
+def test_the_gate_keeps_classes_the_judge_recognizes_and_rejects_indistinct_ones():
+    # Faces the judge tells apart: kept when both shares reach the threshold.
+    distinct = {"disgust": {"disgust": 0.8, "fear": 0.2}, "fear": {"disgust": 0.1, "fear": 0.6,
+                                                                  "sad": 0.3}}
+    gate = metrics.recognizability_gate(distinct, 0.5)
+    assert gate["disgust"]["kept"] and gate["fear"]["kept"]
+    assert gate["disgust"]["precision"] == pytest.approx(0.8 / 0.9)
+    assert not metrics.recognizability_gate(distinct, 0.7)["fear"]["kept"]
+    # Rows nearly identical across classes: the judge calls them all "surprise"; surprise's
+    # own faces are 100% "recognized", but its precision is 1/K, so nothing passes.
+    blobs = {name: {"surprise": 1.0} for name in ("angry", "disgust", "fear", "surprise")}
+    gate = metrics.recognizability_gate(blobs, 0.5)
+    assert gate["surprise"]["recognizability"] == 1.0
+    assert gate["surprise"]["precision"] == pytest.approx(0.25)
+    assert not any(verdict["kept"] for verdict in gate.values())
+
+
+def test_evaluation_samples_never_repeat_the_synthesized_training_images():
+    import pathlib
+
+    from experiments.configs import gan_base
+    from gan.sample import Generators, Run, evaluation_seed
+    from gan.train import build_gan
+
+    config = gan_base.get_config()
+    config.cgan.update({"g_channels": (8, 8, 8, 8), "d_channels": (8, 8, 8, 8)})
+    gan = build_gan(config)
+    state = gan.init_state(0)
+    generators = Generators(pathlib.Path("untrained"), (Run(
+        gan, state.ema_params, state.g_batch_stats, tuple(config.classes),
+        pathlib.Path("untrained")),))
+    per_class = {"disgust": 6, "fear": 6}
+    for seed in (0, 5):
+        assert evaluation_seed(seed) == evaluation_seed(seed) != seed
+        trained_on = generators.sample(per_class, seed, truncation=0.5)
+        scored = generators.sample(per_class, evaluation_seed(seed), truncation=0.5)
+        assert np.array_equal(trained_on.labels, scored.labels)
+        shared = (trained_on.images[:, None] == scored.images[None]).all(axis=(2, 3))
+        assert not shared.any()
+    # The streams stay apart for every synthesis seed below 2**28.
+    assert {evaluation_seed(seed) >> 28 for seed in range(100)} == {1}

@@ -12,11 +12,13 @@ import pytest
 from experiments import ablation, pipeline
 from fer_jax import classes, inference, report
 from fer_jax.errors import FerError
+from gan import sample as gan_sample
 from studies import pipeline as pipeline_lib
 
 pytestmark = pytest.mark.slow  # pipelines and ablations end to end: the integration tier
 
-# A tiny pipeline: 2 GAN steps, 1-epoch classifiers of width 4, small synthetic splits.
+# A tiny pipeline: 2 GAN steps, 1-epoch classifiers of width 4, small synthetic splits; the
+# recognizability gate open (its 2-step faces would fail it) so that mixing runs end to end.
 TINY = [
     "--config.data.synthetic_sizes.num_train=420",
     "--config.data.synthetic_sizes.num_val=140",
@@ -24,11 +26,13 @@ TINY = [
     "--config.gan.num_steps=2", "--config.gan.checkpoint_every=2", "--config.gan.log_every=2",
     "--config.gan.sample_every=2", "--config.gan.batch_size=16",
     "--config.synthesize.max_per_class=20", "--config.synthesize.truncation=0.5",
-    "--config.eval.gan_samples_per_class=0",  # GAN metrics: tested in test_gan*
+    "--config.synthesize.min_recognizability=0.0", "--config.eval.gan_samples_per_class=5",
 ] + [f"--config.{section}.{key}={value}"
-     for section in ("flat", "two_tier.tier1", "two_tier.negative", "two_tier.positive")
+     for section in ("judge", "flat", "two_tier.tier1", "two_tier.negative",
+                     "two_tier.positive")
      for key, value in (("num_epochs", 1), ("model_kwargs.width", 4), ("batch_size", 32))]
-STAGES = ("data", "gan", "synthesize", "mix", "flat", "two_tier", "evaluate", "report")
+STAGES = ("data", "gan", "judge", "synthesize", "mix", "flat", "two_tier", "evaluate",
+          "report")
 
 
 def run_captured(args) -> str:
@@ -56,15 +60,15 @@ def pipeline_run(tmp_path_factory):
 
 def test_pipeline_stops_after_a_stage_and_resumes_an_interrupted_one(pipeline_run):
     workdir, _, (first, done_after_first, resumed, _) = pipeline_run
-    assert "[1/8] data: running" in first and "[5/8] flat: done" in first
+    assert "[1/9] data: running" in first and "[6/9] flat: done" in first
     assert "two_tier" not in first
-    assert done_after_first == ["data", "flat", "gan", "mix", "synthesize"]
-    for stage in ("data", "gan", "synthesize", "mix"):
+    assert done_after_first == ["data", "flat", "gan", "judge", "mix", "synthesize"]
+    for stage in ("data", "gan", "judge", "synthesize", "mix"):
         assert f"{stage}: skipped" in resumed
     # The killed stage runs again and the engine resumes from its checkpoint: no retraining.
-    assert "[5/8] flat: running" in resumed and "resuming from" in resumed
-    assert "epoch 1/1" not in resumed.split("[6/8]")[0]
-    assert "[8/8] report: done" in resumed
+    assert "[6/9] flat: running" in resumed and "resuming from" in resumed
+    assert "epoch 1/1" not in resumed.split("[7/9]")[0]
+    assert "[9/9] report: done" in resumed
     assert (workdir / "two_tier" / "two_tier.json").is_file()
 
 
@@ -86,6 +90,17 @@ def test_pipeline_writes_report_results_and_figures(pipeline_run):
     assert synthetic and all(0 < n <= 20 for n in synthetic.values())
     flat_mix = results["mix"]["flat"]["per_class"]
     assert sum(c["sampled_synthetic"] for c in flat_mix.values()) > 0
+    # The gate (open here) judged every candidate with the judge trained on real images only.
+    gate = results["synthetic"]["gate"]
+    assert set(gate) == set(synthetic) and all(v["kept"] for v in gate.values())
+    assert results["synthetic"]["judge"] == "judge" and (workdir / "judge" / "report.json").exists()
+    # GAN metrics draw from the evaluation stream, never the synthesized training faces (#13).
+    assert evaluation["gan"]["seed"] == gan_sample.evaluation_seed(0) != 0
+    # Reproducibility block (#13) and skipped records (none here).
+    block = results["reproducibility"]
+    assert block["seeds"] == [0] and block["config_hash"] and len(block["data"]["sha256"]) == 64
+    assert block["wall_seconds"] == pytest.approx(sum(results["stage_seconds"].values()))
+    assert results["data"]["skipped_records"] == []
 
     # Decision offsets toward the seed's operating point: fitted on val, applied to test.
     calibration = evaluation["calibration"]
@@ -105,6 +120,11 @@ def test_pipeline_writes_report_results_and_figures(pipeline_run):
     assert markdown.replace("**", "").split("| accuracy | 65.0 | ")[1].split("\n")[0].endswith(
         f"| {report.percent(two_tier_calibrated['accuracy'])} |")
     assert "fitted on all of val and applied to test" in markdown
+    assert "## Synthetic faces: the recognizability gate" in markdown
+    assert "Kept and mixed into training: angry, disgust, fear, surprise." in markdown
+    assert "GAN samples after 2 steps, one row per candidate class; classes kept by the " \
+        "recognizability gate: angry, disgust, fear, surprise." in markdown
+    assert f"commit `{block['commit']}`" in markdown and "## Reproducibility" in markdown
     for figure in ("confusion_flat", "confusion_two_tier", "recall_vs_seed", "gan_samples",
                    "curves"):
         name = report.FIGURES[figure]
@@ -116,6 +136,46 @@ def test_pipeline_rerun_skips_every_stage(pipeline_run):
     *_, (_, _, _, rerun) = pipeline_run
     assert all(f"{stage}: skipped" in rerun for stage in STAGES)
     assert "running" not in rerun
+
+
+def test_the_gate_mixes_nothing_when_no_class_passes(pipeline_run, tmp_path):
+    trained, _, _ = pipeline_run
+    workdir = tmp_path / "gated"
+    shutil.copytree(trained, workdir)
+    args = ["--workdir", str(workdir)] + TINY + ["--config.synthesize.min_recognizability=0.5",
+                                                 "--recompute", "--until", "mix"]
+    out = run_captured(args)
+    assert "judge: skipped" in out and "synthesize: recomputing" in out
+    synthesized = json.loads((workdir / "stages" / "synthesize" / "outputs.json").read_text())
+    outputs = synthesized["outputs"]
+    # 2 GAN steps make noise: the judge recognizes no class of it.
+    assert outputs["gate"] and not any(v["kept"] for v in outputs["gate"].values())
+    assert outputs["path"] is None and outputs["per_class"] == {}
+    assert "no synthetic face is mixed into training" in out
+    assert not (workdir / pipeline_lib.SYNTHETIC_NPZ).exists()
+    mix = json.loads((workdir / "stages" / "mix" / "outputs.json").read_text())["outputs"]
+    assert all(c["synthetic"] == 0 for c in mix["flat"]["per_class"].values())
+    markdown = report.render_pipeline_report(
+        {**json.loads((trained / "results.json").read_text()), "synthetic": outputs})
+    assert "**No class passed the gate: no synthetic face was mixed into training**" in markdown
+    assert "classes kept by the recognizability gate: none. The rows of angry, disgust, fear, " \
+        "surprise are not recognizable faces of their class" in markdown
+
+
+def test_the_data_stage_and_report_list_skipped_records(tmp_path):
+    import dataclasses
+
+    from fer_jax.data import SkippedRecord, load_from_config
+
+    config = pipeline.parse_args(["--workdir", str(tmp_path)] + TINY)[1]
+    data = dataclasses.replace(load_from_config(config.data), skipped=(
+        SkippedRecord("faces.csv", "line 7", "pixels: 2303 values, expected 2304"),))
+    pipeline_lib.Pipeline(config, tmp_path, data=data).run(until="data")
+    outputs = json.loads((tmp_path / "stages" / "data" / "outputs.json").read_text())["outputs"]
+    assert outputs["skipped"] == 1
+    assert outputs["skipped_records"] == [str(data.skipped[0])]
+    assert f"- `{data.skipped[0]}`" in "\n".join(report._skipped_lines(
+        outputs["skipped_records"]))
 
 
 def test_pipeline_refuses_to_build_on_stages_finished_with_other_settings(pipeline_run):
@@ -158,13 +218,13 @@ def test_two_tier_members_can_fine_tune_the_flat_model(pipeline_run, tmp_path):
     with pytest.raises(FerError, match=r"stage 'two_tier' .*changed: .*two_tier\.init_from_flat"):
         pipeline.main(warm)
     out = run_captured(warm + ["--recompute"])
-    assert "[5/8] flat: skipped" in out and "[6/8] two_tier: recomputing" in out
-    assert "[7/8] evaluate: recomputing (changed: upstream.two_tier)" in out
+    assert "[6/9] flat: skipped" in out and "[7/9] two_tier: recomputing" in out
+    assert "[8/9] evaluate: recomputing (changed: upstream.two_tier)" in out
     # The members read the flat model, so retraining flat would redo them.
     assert "flat" in json.loads((workdir / "stages" / "two_tier" / "outputs.json")
                                 .read_text())["reads"]
     assert out.count(f"initialized from {workdir / 'flat'}") == 3
-    assert "[8/8] report: done" in out
+    assert "[9/9] report: done" in out
     assert "**Warm start**: each two-tier member starts from the final flat model" in \
         (workdir / "report.md").read_text()
 
@@ -231,6 +291,8 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
         ["six", "tier1_six", "tier2_negative_six", "tier2_positive"]
     table = (tmp_path / "ablation.md").read_text()
     assert "| 6-class | two-tier | GAN + oversampling | 1 |" in table
+    assert result["reproducibility"]["seeds"] == [0] and "## Reproducibility" in table
+    assert not result["gan_variants_skipped"]
     assert "n/a" in table
     # Per-class recall of each 6-class cell beside the seed's, and its figure.
     reports = [result["cells"][f"six-{model}-gan_oversampling-seed0"]["report"]

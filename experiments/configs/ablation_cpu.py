@@ -28,5 +28,5 @@ def get_config():
     config.seeds = (0,)
     config.equal_epoch_size = True
     config.classifier = pipeline_base.classifier(cpu.get_config(), num_epochs=2,
-                                                 warmup_epochs=0.3, progress=False)
+                                                 warmup_epochs=0.3)
     return config

@@ -9,7 +9,7 @@ from ml_collections import config_dict
 from experiments.configs import classifier_base, gan_base
 
 # The default's classifiers: smoke net, 6 epochs of batch 32 (about half a minute each here).
-SMALL = {"num_epochs": 6, "batch_size": 32, "progress": False}
+SMALL = {"num_epochs": 6, "batch_size": 32}
 
 
 def classifier(base: ml_collections.ConfigDict | None = None, *, oversample: bool = True,
@@ -43,10 +43,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.gan.log_every = 25
 
     # Synthetic faces of minority classes: per class, as many as the training mix can use
-    # (up to max_synthetic_share of the majority count), at most max_per_class.
+    # (up to max_synthetic_share of the majority count), at most max_per_class. The
+    # recognizability gate mixes a class only when the judge (below) labels at least
+    # min_recognizability of its generated faces as that class, and at least that share of
+    # the faces it labels as the class were generated as it (gan.metrics.recognizability_gate;
+    # 0.5 = 3.5x chance in 7 classes; 0.0 mixes every class).
     config.synthesize = ml_collections.ConfigDict({
         "classes": ("angry", "disgust", "fear", "surprise"), "max_per_class": 200, "seed": 0,
-        "truncation": 0.0})   # > 0: latents truncated to [-t, t] (synthesize --truncation)
+        "truncation": 0.0,    # > 0: latents truncated to [-t, t] (synthesize --truncation)
+        "min_recognizability": 0.5})
+    # The gate's judge: a classifier trained on the real training split only (never on GAN
+    # faces: its data.gan_mixing is ignored), with class-balanced epochs; or judge_workdir, a
+    # finished `experiments.train_classifier` run on the same data to reuse instead.
+    config.judge_workdir = config_dict.placeholder(str)
+    config.judge = classifier(gan_mixing=False, **SMALL)
+    config.judge.grouping = config.get_ref("setting")
 
     config.flat = classifier(**SMALL)
     config.flat.grouping = config.get_ref("setting")

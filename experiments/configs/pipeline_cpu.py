@@ -18,7 +18,6 @@ def member(num_epochs: int, target_per_class: int, **overrides):
     """The engine's CPU classifier for ``num_epochs`` class-balanced epochs."""
     config = pipeline_base.classifier(cpu.get_config(), num_epochs=num_epochs, **overrides)
     config.data.target_per_class = target_per_class
-    config.progress = False
     return config
 
 

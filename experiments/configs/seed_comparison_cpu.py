@@ -21,5 +21,5 @@ def get_config():
     config.seeds = (0,)
     config.equal_epoch_size = True
     config.classifier = pipeline_base.classifier(cpu.get_config(), num_epochs=20,
-                                                 warmup_epochs=1.0, progress=False)
+                                                 warmup_epochs=1.0)
     return config

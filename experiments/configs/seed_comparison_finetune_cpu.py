@@ -25,6 +25,5 @@ def get_config():
     config.equal_epoch_size = True
     # Fine-tunes --config.classifier.init_from (the cpu.py run) at a lower learning rate.
     config.classifier = pipeline_base.classifier(cpu.get_config(), num_epochs=6,
-                                                 learning_rate=5e-4, warmup_epochs=0.3,
-                                                 progress=False)
+                                                 learning_rate=5e-4, warmup_epochs=0.3)
     return config
