@@ -2,11 +2,11 @@
 
 One iteration is one discriminator step then one generator step, compiled together under the
 same :mod:`fer_jax.parallel` wrappers (``jit`` | ``pmap``) and run by the same
-:mod:`fer_jax.loop` as the classifier. The whole
-training split sits on the device(s) as a read-only constant; each batch is a class-balanced
-set of indices (a class drawn uniformly, then an image of that class, so rare disgust is seen
-as often as happy) and one PRNG key per example, all a pure function of ``(seed, step)``. So a
-run killed and restarted from its last checkpoint ends bit-identical to an uninterrupted run,
+:mod:`fer_jax.loop` as the classifier. The whole training split sits on the device(s) as a
+read-only constant; each batch is a set of indices (a class drawn uniformly or with
+probability ~ sqrt(count), ``config.class_sampling``, then an image of that class, so rare
+disgust is seen often) and one PRNG key per example, all a pure function of
+``(seed, step)``. So a run killed and restarted from its last checkpoint ends bit-identical to an uninterrupted run,
 and ``jit`` and ``pmap`` see the same examples and noise.
 
 Divergence guard (the loop's): a NaN/Inf rolls the run back to the last checkpoint (only
@@ -398,7 +398,7 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
     """Trains one GAN on ``split`` in ``workdir`` on :func:`fer_jax.loop.run` (resuming from
     its latest checkpoint; a NaN/Inf rolls back with both learning rates lowered).
 
-    Batches draw classes uniformly from ``config.classes``. SIGTERM/SIGINT checkpoint and
+    Batches draw classes of ``config.classes`` as ``config.class_sampling`` says. SIGTERM/SIGINT checkpoint and
     return early (``summary["interrupted"]``). Writes ``metrics.jsonl``, TensorBoard events and
     ``samples/step_XXXXXX.png``. Returns a summary: steps, rollbacks, learning rates, the last
     logged losses, iterations per second.
@@ -407,7 +407,7 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
     placement = parallel.make_placement(config.parallel)
     gan = build_gan(config, placement.step_axis)
     batches = BalancedBatches.from_split(split, config.classes, config.batch_size, config.seed,
-                                         source)
+                                         source, class_sampling=config.class_sampling)
 
     def sample_grid(step: int, state: GANState, _) -> None:
         save_grid(gan, state, config, workdir / "samples" / f"step_{step:06d}.png")
