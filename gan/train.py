@@ -6,8 +6,8 @@ same :mod:`fer_jax.parallel` wrappers (``jit`` | ``pmap``) and run by the same
 read-only constant; each batch is a set of indices (a class drawn uniformly or with
 probability ~ sqrt(count), ``config.class_sampling``, then an image of that class, so rare
 disgust is seen often) and one PRNG key per example, all a pure function of
-``(seed, step)``. So a run killed and restarted from its last checkpoint ends bit-identical to an uninterrupted run,
-and ``jit`` and ``pmap`` see the same examples and noise.
+``(seed, step)``. So a run killed and restarted from its last checkpoint ends bit-identical
+to an uninterrupted run, and ``jit`` and ``pmap`` see the same examples and noise.
 
 Divergence guard (the loop's): a NaN/Inf rolls the run back to the last checkpoint (only
 finite states are ever saved), multiplies both learning rates by ``config.rollback_lr_factor``
