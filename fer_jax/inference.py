@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
 from fer_jax import checkpoint as checkpoint_lib
 from fer_jax import classes, metrics, two_tier
 from fer_jax.data import augment as augment_lib
 from fer_jax.data.dataset import Split
 from fer_jax.errors import FerCheckpointError
+from fer_jax.runtime import progress_bar
 from fer_jax.state import build_model, inference_variables, state_template
 
 TTA_VIEWS = ((False, 0, 0), (True, 0, 0), (False, 2, 0), (False, -2, 0), (False, 0, 2),
@@ -78,14 +78,18 @@ def _features_batch(apply_fn, variables, images_uint8):
 def _in_batches(batch_fn: Callable[[np.ndarray], jax.Array], images: np.ndarray, *,
                 batch_size: int, progress: str | None) -> np.ndarray:
     """``batch_fn`` over uint8 images ``[N, 48, 48]`` in batches, the last one padded (so one
-    compilation); rows concatenated. ``progress``: a tqdm description, or None for no bar."""
+    compilation); rows concatenated. ``progress``: a progress description, or None for none
+    (:func:`fer_jax.runtime.progress_bar`: plain lines when stderr is not a terminal)."""
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=progress,
-                      disable=progress is None, leave=False):
-        chunk = images[start:start + batch_size]
-        padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),) + chunk.shape[1:],
-                                                 np.uint8)])
-        out.append(np.asarray(batch_fn(padded))[:len(chunk)])
+    starts = range(0, len(images), batch_size)
+    with progress_bar(len(starts), 0, progress or "", progress is not None, leave=False,
+                      unit="batch") as bar:
+        for start in starts:
+            chunk = images[start:start + batch_size]
+            padded = np.concatenate([chunk, np.zeros((batch_size - len(chunk),)
+                                                     + chunk.shape[1:], np.uint8)])
+            out.append(np.asarray(batch_fn(padded))[:len(chunk)])
+            bar.update(1)
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -130,14 +130,15 @@ class TqdmProgress(tqdm.tqdm):
         tqdm.tqdm.write(line)
 
 
-def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
-    """A tqdm bar on a terminal, plain periodic lines otherwise (e.g. stderr in a file), or
-    a silent counter when not ``enabled``."""
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True, *,
+                 leave: bool = True, unit: str = "step"):
+    """A tqdm bar on a terminal (``leave=False``: cleared when done), plain periodic lines
+    otherwise (e.g. stderr in a file), or a silent counter when not ``enabled``."""
     if not enabled:
         return PlainProgress(total, initial, desc, interval=None)
     if sys.stderr.isatty():
-        return TqdmProgress(total=total, initial=initial, desc=desc, unit="step",
-                            dynamic_ncols=True)
+        return TqdmProgress(total=total, initial=initial, desc=desc, unit=unit,
+                            dynamic_ncols=True, leave=leave)
     return PlainProgress(total, initial, desc)
 
 

@@ -145,6 +145,7 @@ class PreparedData:
     val: Split  # encoded labels, rows outside the grouping dropped
     source: str
     synthetic_data: bool
+    skipped_records: tuple[str, ...] = ()  # bad records left out (data.strict=False)
 
 
 def encode_split(split: Split, grouping: classes.Grouping) -> Split:
@@ -172,7 +173,8 @@ def prepare_data(config: ml_collections.ConfigDict, data: FerData | None) -> Pre
     return PreparedData(real_train=data.split("train"), synthetic=synthetic,
                         pool_labels=grouping.encode(mix.pool.labels).astype(np.int32),
                         pool_images=mix.pool.images, val=val,
-                        source=data.source, synthetic_data=data.synthetic)
+                        source=data.source, synthetic_data=data.synthetic,
+                        skipped_records=tuple(data.skipped_records()))
 
 
 def epoch_indices(config: ml_collections.ConfigDict, prepared: PreparedData,
@@ -444,6 +446,7 @@ def _final_report(config, workdir: pathlib.Path, states: list[TrainState],
         (workdir / "report.json").write_text(json.dumps(
             {"data": prepared.source, "synthetic": prepared.synthetic_data,
              "grouping": grouping.name, "step": int(state.step), "best_step": best_step,
+             "skipped_records": list(prepared.skipped_records),
              "reports": {"val": report}}, indent=1))
         plots.save_confusion_png(report["confusion"], grouping.class_names,
                                  workdir / "confusion.png",

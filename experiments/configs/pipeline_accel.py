@@ -25,6 +25,9 @@ def get_config():
     config.synthesize.max_per_class = 4000
     # The flat model is the accel recipe as it is (no oversampling, no GAN faces): the
     # two-tier members add them.
+    # The gate's judge: the accel classifier for 10 epochs on the real training split.
+    config.judge = member(num_epochs=10, oversample=False, gan_mixing=False)
+    config.judge.grouping = config.get_ref("setting")
     config.flat = member(num_epochs=40, oversample=False, gan_mixing=False)
     config.flat.grouping = config.get_ref("setting")
     # Members fine-tune the flat model (on CPU this lifted two-tier from 61.8% to 65.5%).

@@ -32,6 +32,10 @@ def get_config():
     # gan_cpu measured: truncation 0.5 lifts generated disgust from 12% to 84% recognizable.
     config.synthesize.truncation = 0.5
     # 2500 images per class per epoch: 17.5k per flat epoch (FER-2013 train has 28.7k).
+    # The gate's judge: the CPU classifier for 2 balanced epochs of 1000 faces per class
+    # (or --config.judge_workdir=checkpoints/cpu, a classifier trained on real faces).
+    config.judge = member(num_epochs=2, target_per_class=1000)
+    config.judge.grouping = config.get_ref("setting")
     config.flat = member(num_epochs=6, target_per_class=2500)
     config.flat.grouping = config.get_ref("setting")
     # Members fine-tune the flat model (seed_comparison_finetune_cpu measured this lifting the
