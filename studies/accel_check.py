@@ -70,7 +70,8 @@ class Plan:
       bench_models, bench_batches, bench_steps: the benchmark's grid and timed steps.
       ensemble_size, ensemble_epochs: members and epochs of each.
       two_tier_epochs: epochs of each two-tier member fine-tuned from the flat model.
-      gan_steps: the GAN's steps (more than its budget allows: its deadline stops it).
+      gan_steps: the GAN's steps (on the device more than its budget allows: its deadline
+        stops it; the dry run's few finish).
       classifier, gan: overrides (dotted keys) of every classifier config and the GAN config.
     """
 
@@ -104,7 +105,7 @@ DRY_RUN = Plan(
     budgets={"benchmark": 60, "accel": 90, "ensemble": 90, "two_tier": 180, "gan": 120},
     reserves={"accel": 30, "ensemble": 30, "two_tier": 30, "gan": 70},
     bench_models=("compact",), bench_batches=(16, 32), bench_steps=2, ensemble_size=2,
-    ensemble_epochs=1, two_tier_epochs=1, gan_steps=100_000,
+    ensemble_epochs=1, two_tier_epochs=1, gan_steps=30,
     classifier={"model": "compact", "model_kwargs": {"width": 4, "multipliers": (2, 4, 8),
                                                      "dense": 32},
                 "dtype": "float32", "batch_size": 32, "eval_batch_size": 128, "num_epochs": 2,

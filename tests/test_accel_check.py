@@ -125,7 +125,7 @@ def test_dry_run_writes_every_part(tmp_path):
     assert list(parts) == list(accel_check.PARTS)
     for name, part in parts.items():
         assert part["status"] == "done" and part["finished"], name
-        assert part["wall_s"] <= part["budget_s"] and part["device"]["backend"] == "cpu"
+        assert part["device"]["backend"] == "cpu"
 
     plan = accel_check.DRY_RUN
     rows = parts["benchmark"]["rows"]
@@ -150,5 +150,5 @@ def test_dry_run_writes_every_part(tmp_path):
         check_evaluation(parts["two_tier"][mode]["evaluation"])
         assert set(parts["two_tier"][mode]["training"]) == {"tier1", "negative", "positive"}
     gan = parts["gan"]
-    assert gan["training"]["steps"] > 0 and gan["training"]["interrupted"] == 15  # deadline
+    assert gan["training"]["steps"] == plan.gan_steps and gan["training"]["interrupted"] is None
     assert gan["grid"] == accel_check.FIGURES["gan"]

@@ -117,8 +117,11 @@ def test_layer_impls_agree():
         results.append(jax.grad(loss, has_aux=True)(variables["params"]))
     fast, flax_ = results
     assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(flax_)
+    # BatchNorm's per-channel sums run over 4 * 48 * 48 = 9216 values in another order (a dot
+    # against a tree of adds): float32 rounding of up to ~n * 2^-24 = 5e-4 of the summed
+    # magnitudes, which reaches the gradients; 1e-3 of each leaf's scale.
     for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(flax_)):
         scale = float(jnp.max(jnp.abs(b))) or 1.0
-        np.testing.assert_allclose(a / scale, b / scale, atol=1e-4)
+        np.testing.assert_allclose(a / scale, b / scale, atol=1e-3)
     with pytest.raises(ValueError, match="unknown layer_impl"):
         models.create_model("compact", 7, layer_impl="eigen").init(jax.random.key(0), x)
