@@ -1,5 +1,5 @@
-"""Trained classifiers: :func:`load` (a flat run or a two-tier directory) gives the one
-:class:`Classifier` every evaluation uses (probabilities with test-time augmentation,
+"""Trained classifiers: :func:`load` (a flat run, a two-tier directory or an ensemble) gives the
+one :class:`Classifier` every evaluation uses (probabilities with test-time augmentation,
 penultimate features), over one batched prediction loop."""
 
 from __future__ import annotations
