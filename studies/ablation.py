@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import NamedTuple
 
 import ml_collections
 
@@ -25,9 +26,18 @@ from fer_jax.stages import Stages
 from studies.pipeline import SYNTHETIC_NPZ, Pipeline
 
 MODELS = ("flat", "two_tier")
-# Variant -> (oversampling, GAN mixing).
-VARIANTS = {"none": (False, False), "oversampling": (True, False), "gan": (False, True),
-            "gan_oversampling": (True, True)}
+class Variant(NamedTuple):
+    """How one training-data / imbalance variant trains its classifiers."""
+
+    oversample: bool
+    gan_mixing: bool
+    loss: str = "cross_entropy"
+
+
+VARIANTS = {"none": Variant(False, False), "oversampling": Variant(True, False),
+            "gan": Variant(False, True), "gan_oversampling": Variant(True, True),
+            # Menon et al. (2021): tau * log prior added to the logits in the loss.
+            "logit_adjusted": Variant(False, False, "logit_adjusted")}
 EVAL_SPLITS = ("auto", "val", "test")
 
 
@@ -70,7 +80,7 @@ class Ablation:
                 for model in c.models for variant in c.variants for seed in c.seeds]
 
     def uses_gan(self) -> bool:
-        return any(VARIANTS[v][1] for v in self.config.variants)
+        return any(VARIANTS[v].gan_mixing for v in self.config.variants)
 
     def eval_split(self) -> str:
         """The split cells are scored on: val unless ``eval_split`` is ``"test"`` (selection
@@ -121,10 +131,11 @@ class Ablation:
         """Engine config of one classifier run (GAN variants read the synthetic faces stage,
         a path in ``root``: the workdir by default; the run's fingerprint passes
         ``pathlib.Path()``, so that a moved workdir keeps it)."""
-        oversample, gan_mixing = VARIANTS[variant]
+        oversample, gan_mixing, loss = VARIANTS[variant]
         config = self.config.classifier.copy_and_resolve_references()
         config.grouping = grouping
         config.seed = seed
+        config.loss = loss
         config.data.oversample = oversample
         config.data.gan_mixing = gan_mixing
         config.data.synthetic_npz = (
@@ -225,7 +236,7 @@ class Ablation:
             faces, _ = self.stages.run("synthetic_faces", self.synthetic_faces,
                                        self.synthetic_faces_section, label="synthetic faces")
         skipped_gan = faces is not None and faces["path"] is None
-        cells = [cell for cell in self.cells() if not (skipped_gan and VARIANTS[cell[2]][1])]
+        cells = [cell for cell in self.cells() if not (skipped_gan and VARIANTS[cell[2]].gan_mixing)]
         results = {}
         for index, cell in enumerate(cells, 1):
             results[cell_name(*cell)] = self.run_cell(*cell, label=f"[{index}/{len(cells)}]")

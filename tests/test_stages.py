@@ -65,3 +65,16 @@ def test_a_stop_on_a_signal_exits_with_128_plus_the_signal(capsys):
         run_main(stopped)
     assert exit_info.value.code == 143
     assert capsys.readouterr().err.startswith("interrupted: stage 'flat' stopped by signal 15")
+
+
+def test_the_logit_adjusted_variant_trains_with_the_adjusted_loss(tmp_path):
+    from experiments.configs import ablation_default
+    from studies.ablation import Ablation
+
+    config = ablation_default.get_config()
+    config.variants = ("none", "logit_adjusted")
+    study = Ablation(config, tmp_path)
+    adjusted = study.run_config("seven", "logit_adjusted", seed=0)
+    plain = study.run_config("seven", "none", seed=0)
+    assert (adjusted.loss, plain.loss) == ("logit_adjusted", "cross_entropy")
+    assert not adjusted.data.oversample and not adjusted.data.gan_mixing
