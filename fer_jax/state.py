@@ -49,7 +49,7 @@ def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
     return models.create_model(config.model, classes.grouping(config.grouping).num_classes,
                                dtype=DTYPES[config.dtype],
                                # runs saved before the key existed: same values either way
-                               layer_impl=config.get("layer_impl", "fast"),
+                               layer_impl=config.layer_impl,
                                bn_axis_name=bn_axis_name, **kwargs)
 
 
