@@ -48,7 +48,6 @@ def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None =
     kwargs = dict(config.model_kwargs)
     return models.create_model(config.model, classes.grouping(config.grouping).num_classes,
                                dtype=DTYPES[config.dtype],
-                               # runs saved before the key existed: same values either way
                                layer_impl=config.layer_impl,
                                bn_axis_name=bn_axis_name, **kwargs)
 
