@@ -187,6 +187,7 @@ def test_the_gate_keeps_classes_the_judge_recognizes_and_rejects_indistinct_ones
     assert not any(verdict["kept"] for verdict in gate.values())
 
 
+@pytest.mark.slow
 def test_evaluation_samples_never_repeat_the_synthesized_training_images():
     import pathlib
 

@@ -100,6 +100,7 @@ def test_create_model_from_json_config_lists_is_hashable():
     hash(model)
 
 
+@pytest.mark.slow
 def test_layer_impls_agree():
     """The fast layers (fer_jax.conv) and flax's: same variables, outputs and gradients."""
     x = jnp.asarray(np.random.default_rng(2).random((4, 48, 48, 1)), jnp.float32)
