@@ -37,11 +37,15 @@ class Run:
     running_stats: dict
     classes: tuple[str, ...]
     workdir: pathlib.Path
+    _standing: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def batch_stats(self, truncation: float) -> dict:
-        """Standing statistics of the EMA weights for latents drawn at ``truncation``."""
-        return self.gan.standing_stats(self.params, self.running_stats, self.classes,
-                                       truncation=truncation)
+        """Standing statistics of the EMA weights for latents drawn at ``truncation``
+        (computed once per truncation)."""
+        if truncation not in self._standing:
+            self._standing[truncation] = self.gan.standing_stats(
+                self.params, self.running_stats, self.classes, truncation=truncation)
+        return self._standing[truncation]
 
 
 @dataclasses.dataclass(frozen=True)
