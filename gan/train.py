@@ -130,7 +130,7 @@ def ema_decay_at(step, decay: float, warmup_steps: int):
 class GanHparams:
     """Hyperparameters of one GAN (``config.cgan`` / ``config.dcgan``), typed and hashable.
 
-    See ``experiments/configs/gan_smoke.py`` (``gan_hparams``) for what each field means.
+    See ``experiments/configs/gan_base.py`` (``gan_hparams``) for what each field means.
     """
 
     g_channels: tuple[int, ...]
