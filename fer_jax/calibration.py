@@ -115,16 +115,35 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
 
 
 def cross_fit(probs: np.ndarray, labels: np.ndarray, *, folds: int = 2, seed: int = 0,
-              **fit_kwargs) -> tuple[np.ndarray, list[np.ndarray]]:
+              fit=None, **fit_kwargs) -> tuple[np.ndarray, list[np.ndarray]]:
     """Out-of-fold calibrated probabilities ``[N, C]``: each fold adjusted with offsets fitted
-    (:func:`fit_offsets`) on the other folds; also returns each fold's offsets."""
+    on the other folds, by ``fit(probs, labels, fold)`` (default: :func:`fit_offsets` with
+    ``fit_kwargs``, seeded per fold); also returns each fold's offsets."""
     probs, labels = np.asarray(probs), np.asarray(labels)
+    if fit is None:
+        def fit(fit_probs, fit_labels, k):
+            return fit_offsets(fit_probs, fit_labels, seed=seed + k, **fit_kwargs)
     fold = stratified_folds(labels, folds, seed)
     calibrated = np.zeros(probs.shape, np.float32)
     fitted = []
     for k in range(folds):
         held_out = fold == k
-        offsets = fit_offsets(probs[~held_out], labels[~held_out], seed=seed + k, **fit_kwargs)
+        offsets = fit(probs[~held_out], labels[~held_out], k)
         calibrated[held_out] = apply_offsets(probs[held_out], offsets)
         fitted.append(offsets)
     return calibrated, fitted
+
+
+def cross_fit_logit_adjustment(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, *,
+                               folds: int = 2, seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """Post-hoc logit adjustment scored honestly: out-of-fold probabilities ``[N, C]``, each
+    fold adjusted with the ``tau`` :func:`fit_logit_adjustment` chose on the other folds; also
+    returns each fold's tau."""
+    taus = []
+
+    def fit(fit_probs, fit_labels, _):
+        taus.append(fit_logit_adjustment(fit_probs, fit_labels, prior)[0])
+        return logit_adjustment(prior, taus[-1])
+
+    calibrated, _ = cross_fit(probs, labels, folds=folds, seed=seed, fit=fit)
+    return calibrated, taus

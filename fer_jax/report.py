@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fer_jax import plots
+from fer_jax import plots, stats
 from fer_jax.evaluation import SEED_REFERENCE
 
 FIGURES = {
@@ -28,7 +28,9 @@ MODEL_LABELS = {"flat": "flat", "two_tier": "two-tier", "two_tier_soft": "two-ti
                 "two_tier_hard": "two-tier (hard)"}
 VIEW_LABELS = {"seven": "7-class", "six": "6-class"}
 VARIANT_LABELS = {"none": "none", "oversampling": "oversampling", "gan": "GAN",
-                  "gan_oversampling": "GAN + oversampling"}
+                  "gan_oversampling": "GAN + oversampling",
+                  "logit_adjusted": "logit-adjusted loss",
+                  "posthoc_logit_adjusted": "post-hoc logit adjustment"}
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -465,20 +467,27 @@ def calibration_table(result: Mapping) -> str:
 
 
 # ----------------------------------------------------------------------------- ablation
-def mean_std(values: Sequence[float | None]) -> str:
-    """``"m ± s"`` in percent over the non-None values (``n/a`` when there are none)."""
+ABLATION_METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "disgust_recall", "disgust_ap",
+                    "disgust_auroc", "disgust_precision_at_recall")
+
+
+def mean_interval(values: Sequence[float | None]) -> str:
+    """``"m ± h"`` in percent over the non-None values: mean and the half-width of its 95%
+    t-interval (``n/a`` when there are none; the value alone when one)."""
     values = [v for v in values if v is not None]
     if not values:
         return "n/a"
     if len(values) == 1:
         return percent(values[0])
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
+    mean, half = stats.mean_ci(values)
+    return f"{100 * mean:.1f} ± {100 * half:.1f}"
 
 
 def summarize(cells) -> list[dict]:
-    """One row per (setting, model, variant) of ablation cells, in first-seen order: mean and
-    standard deviation over seeds of accuracy, macro-F1 and disgust recall (None in the
-    6-class setting)."""
+    """One row per (setting, model, variant) of ablation cells, in first-seen order: per
+    metric of :data:`ABLATION_METRICS` (None in a setting without disgust, or a cell scored
+    before the metric existed), the mean over seeds and the half-width of its 95% t-interval
+    (None with fewer than two seeds)."""
     groups: dict[tuple, list[dict]] = {}
     for cell in cells:
         groups.setdefault((cell["setting"], cell["model"], cell["variant"]), []).append(cell)
@@ -486,10 +495,10 @@ def summarize(cells) -> list[dict]:
     for (setting, model, variant), members in groups.items():
         row = {"setting": setting, "model": model, "variant": variant,
                "seeds": sorted(c["seed"] for c in members), "split": members[0]["split"]}
-        for metric in ("accuracy", "macro_f1", "disgust_recall"):
-            values = [c[metric] for c in members if c[metric] is not None]
-            row[metric] = {"mean": float(np.mean(values)) if values else None,
-                           "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+        for metric in ABLATION_METRICS:
+            values = [c.get(metric) for c in members if c.get(metric) is not None]
+            mean, half = stats.mean_ci(values) if values else (None, None)
+            row[metric] = {"mean": mean, "half_width": half if len(values) > 1 else None,
                            "values": values}
         rows.append(row)
     return rows
@@ -529,12 +538,44 @@ def ablation_rows(table: Sequence[Mapping]) -> list[list[str]]:
     """Rows of :data:`ABLATION_HEADER` from :func:`summarize`'s table."""
     return [[VIEW_LABELS[row["setting"]], MODEL_LABELS[row["model"]],
              VARIANT_LABELS[row["variant"]], str(len(row["seeds"])),
-             mean_std(row["accuracy"]["values"]), mean_std(row["macro_f1"]["values"]),
-             mean_std(row["disgust_recall"]["values"])] for row in table]
+             *(mean_interval(row[metric]["values"]) for metric in ABLATION_METRICS)]
+            for row in table]
 
 
-ABLATION_HEADER = ("setting", "model", "training data", "seeds", "accuracy", "macro-F1",
-                   "disgust recall")
+ABLATION_HEADER = ("setting", "model", "imbalance / training data", "seeds", "accuracy",
+                   "macro-F1", "balanced acc.", "disgust recall", "disgust AP", "disgust AUROC",
+                   "disgust precision @ recall")
+COMPARISON_METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1",
+                      "balanced_accuracy": "balanced acc.", "ap": "AP"}
+
+
+def comparison_rows(comparisons: Sequence[Mapping]) -> list[list[str]]:
+    """Rows of :data:`COMPARISON_HEADER`: per comparison and metric, the means of A and B,
+    A - B (mean over seeds), its CIs over seeds and over images, and the verdict."""
+    rows = []
+    for row in comparisons:
+        label = f"{VARIANT_LABELS[row['variant']]} vs {VARIANT_LABELS[row['reference']]}"
+        for key, name in COMPARISON_METRICS.items():
+            if key not in row:
+                continue
+            metric = row[key]
+            rows.append([VIEW_LABELS[row["setting"]], MODEL_LABELS[row["model"]], label,
+                         f"{name} {row['class']}" if key == "ap" else name,
+                         str(row["seeds"]), percent(metric["a"]), percent(metric["b"]),
+                         f"{100 * metric['difference']:+.1f}", interval(metric["seed_ci"]),
+                         interval(metric["image_ci"]), metric["verdict"]])
+    return rows
+
+
+def interval(bounds: Sequence[float]) -> str:
+    """``"[lo, hi]"`` in signed percentage points (``n/a`` when undefined)."""
+    if any(np.isnan(bound) for bound in bounds):
+        return "n/a"
+    return "[{:+.1f}, {:+.1f}]".format(*(100 * bound for bound in bounds))
+
+
+COMPARISON_HEADER = ("setting", "model", "A vs B", "metric", "seeds", "A", "B", "A - B",
+                     "95% CI over seeds", "95% CI over images", "verdict")
 
 
 def balance_target(config: Mapping) -> str:
@@ -551,18 +592,36 @@ def render_ablation_report(ablation: Mapping) -> str:
     """ablation.md, from its ablation.json content."""
     table = ablation["table"]
     split = table[0]["split"] if table else "n/a"
-    lines = ["# Ablation: two-tier model, oversampling and GAN faces", ""]
+    config = ablation["config"]
+    lines = ["# Ablation: imbalance handling, training data and the two-tier model", ""]
     if ablation["synthetic_data"]:
         lines += [("> **Synthetic data.** These runs used the embedded procedural faces (no "
                   "`--data`): the numbers are **not** FER-2013 results."), ""]
     lines += [(f"Data `{ablation['data']}`, scored on the {split} split; percentages, mean ± "
-              "standard deviation over seeds (sample std; a single value when one seed). "
-              "Disgust recall is n/a in the 6-class setting (the seed's, without disgust)."), "",
+              "half-width of the 95% t-interval over seeds (a single value when one seed). "
+              "Balanced acc. = mean per-class recall. Disgust metrics are n/a in the 6-class "
+              "setting (the seed's, without disgust); AP and AUROC rank the disgust "
+              "probability (no threshold), and its precision is read at recall "
+              f"{percent(config.get('matched_recall', 0.5))}% for every model (one operating "
+              "point)."), "",
               markdown_table(ABLATION_HEADER, ablation_rows(table)), "",
-              ("Training data: *oversampling* = class-balanced epochs (minority classes drawn "
-              f"with replacement up to {balance_target(ablation['config'])}); *GAN* = "
-              "synthetic faces of minority classes added (capped share per class); the "
-              "classifier config is the same in every cell."), ""]
+              ("*oversampling* = class-balanced epochs (minority classes drawn with replacement "
+              f"up to {balance_target(config)}); *logit-adjusted loss* = cross-entropy on "
+              "logits + tau log prior (Menon et al. 2021); *post-hoc logit adjustment* = the "
+              "*none* runs' probabilities divided by prior^tau, tau fitted on the other "
+              f"half of {split} (cross-fitted: no image is scored by a tau fitted on it); "
+              "*GAN* = synthetic faces added (capped share per class); the classifier config is "
+              "otherwise the same in every cell."), ""]
+    if ablation.get("comparisons"):
+        lines += [f"## Each variant against {VARIANT_LABELS[config['reference_variant']]}, "
+                  "seed by seed", "",
+                  ("A - B is the mean over seeds of the paired difference (seed s of A against "
+                   "seed s of B, on the same images). The verdict names a winner only when the "
+                   "95% CI over seeds (t-interval: training noise) AND the 95% CI over images "
+                   "(paired bootstrap of the mean difference: test-set noise) both exclude 0; "
+                   "otherwise: no measurable difference."), "",
+                  markdown_table(COMPARISON_HEADER, comparison_rows(ablation["comparisons"])),
+                  ""]
     if ablation["gate"]:
         lines += [("Recognizability gate of the GAN faces (judged by a classifier trained on the "
                   "real training split only; see the pipeline report):"), "",

@@ -5,7 +5,8 @@
   ties averaged) from probabilities;
 - a paired comparison of two models on the same images: paired bootstrap CIs of the accuracy,
   macro-F1 and one class's AP differences, and McNemar's exact p-value;
-- mean ± t-interval half-width over seeds.
+- mean ± t-interval half-width over seeds, and a comparison of two training recipes over
+  paired seeds (:func:`seed_paired_comparison`): the seeds' spread and the images' both count.
 
 Every bootstrap resample is a row of :func:`bootstrap_weights` (how often each image is
 drawn), so one matrix product scores all resamples at once.
@@ -70,6 +71,19 @@ def macro_f1(labels, predictions, num_classes: int, weights=None):
     return float(mean) if np.ndim(mean) == 0 else mean
 
 
+def balanced_accuracy(labels, predictions, num_classes: int, weights=None):
+    """Mean over the classes present of per-class recall; with ``weights`` ``[..., N]``, one
+    per row."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    is_label = (labels[:, None] == np.arange(num_classes)).astype(np.float64)   # [N, C]
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    support = weights @ is_label
+    hits = weights @ (is_label * (predictions == labels)[:, None])
+    recall = np.divide(hits, support, out=np.zeros_like(support), where=support > 0)
+    mean = recall.sum(axis=-1) / np.maximum((support > 0).sum(axis=-1), 1)
+    return float(mean) if np.ndim(mean) == 0 else mean
+
+
 # ----------------------------------------------------------------------------- ranking
 def average_precision(positives, scores, weights=None):
     """Average precision of ``scores`` for the boolean ``positives``: sum over score
@@ -91,6 +105,20 @@ def average_precision(positives, scores, weights=None):
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = (recall_steps * precision).sum(axis=-1) / total[..., 0]
     return float(ap) if np.ndim(ap) == 0 else ap
+
+
+def precision_at_recall(positives, scores, recall: float) -> float:
+    """Precision at the highest score threshold whose recall reaches ``recall`` (ties one
+    threshold): two rankings compared at one operating point. NaN without positives."""
+    positives = np.asarray(positives, bool)
+    if not positives.any():
+        return float("nan")
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
+    true_positives = np.cumsum(positives[order])[last_of_tie]
+    reached = np.flatnonzero(true_positives >= recall * positives.sum() - 1e-9)[0]
+    return float(true_positives[reached] / (last_of_tie[reached] + 1))
 
 
 def average_ranks(values) -> np.ndarray:
@@ -267,3 +295,55 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
         return mean, float("nan")
     quantile = student_t_quantile(0.5 + confidence / 2.0, values.size - 1)
     return mean, quantile * float(values.std(ddof=1)) / math.sqrt(values.size)
+
+
+SEED_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
+
+
+def seed_paired_comparison(labels, probs_a, probs_b, class_names: Sequence[str], *,
+                           focus_class: str | None = "disgust", resamples: int = RESAMPLES,
+                           seed: int = 0, confidence: float = CONFIDENCE) -> dict:
+    """Recipe A vs recipe B, each trained with the same seeds and scored on the same images:
+    ``probs_a``/``probs_b`` ``[S, N, C]`` (seed s of A paired with seed s of B).
+
+    For accuracy, macro-F1, balanced accuracy and ``focus_class``'s AP: ``{"a", "b"}`` (means
+    over seeds), ``"per_seed"`` (the S differences A - B), ``"difference"`` (their mean),
+    ``"seed_ci"`` (t-interval over seeds: training noise), ``"image_ci"`` (paired bootstrap over
+    images of the mean difference, the same resamples for every seed: test-set noise) and
+    ``"verdict"``: a win only when BOTH intervals exclude 0 on the same side, else
+    :data:`NO_DIFFERENCE`. With one seed, ``seed_ci`` is NaN and there is no win."""
+    labels = np.asarray(labels)
+    probs_a, probs_b = np.asarray(probs_a), np.asarray(probs_b)
+    shape = (probs_a.shape[0], len(labels), len(class_names))
+    if probs_a.shape != probs_b.shape or probs_a.shape != shape or not shape[0]:
+        raise FerError(f"a seed-paired comparison needs both recipes' probabilities for the "
+                       f"same seeds, images and classes: got {probs_a.shape} and "
+                       f"{probs_b.shape} for {len(labels)} images of {len(class_names)} "
+                       "classes")
+    num_classes = len(class_names)
+    weights = bootstrap_weights(len(labels), resamples=resamples, seed=seed)
+    scorers = {"accuracy": lambda probs, w: accuracy(labels, probs.argmax(1), w),
+               "macro_f1": lambda probs, w: macro_f1(labels, probs.argmax(1), num_classes, w),
+               "balanced_accuracy": lambda probs, w: balanced_accuracy(
+                   labels, probs.argmax(1), num_classes, w)}
+    if focus_class in class_names:
+        index = list(class_names).index(focus_class)
+        scorers["ap"] = lambda probs, w: average_precision(labels == index, probs[:, index], w)
+    result = {"n": len(labels), "seeds": shape[0], "resamples": resamples, "seed": seed,
+              "confidence": confidence, "class": focus_class if "ap" in scorers else None}
+    for name, score in scorers.items():
+        a = np.array([score(p, None) for p in probs_a])
+        b = np.array([score(p, None) for p in probs_b])
+        per_seed = a - b
+        mean, half = mean_ci(per_seed, confidence)
+        samples = np.mean([score(pa, weights) - score(pb, weights)
+                           for pa, pb in zip(probs_a, probs_b)], axis=0)
+        image_ci = percentile_interval(samples[~np.isnan(samples)], confidence)
+        seed_ci = [mean - half, mean + half]
+        both = [max(seed_ci[0], image_ci[0]), min(seed_ci[1], image_ci[1])]
+        win = (seed_ci[0] > 0 and image_ci[0] > 0) or (seed_ci[1] < 0 and image_ci[1] < 0)
+        result[name] = {"a": float(a.mean()), "b": float(b.mean()),
+                        "per_seed": per_seed.tolist(), "difference": mean,
+                        "seed_ci": seed_ci, "image_ci": image_ci,
+                        "verdict": verdict(both) if win else NO_DIFFERENCE}
+    return result

@@ -18,8 +18,10 @@ import pathlib
 from typing import NamedTuple
 
 import ml_collections
+import numpy as np
 
-from fer_jax import classes, evaluation, inference, provenance, report, run_guard, train, two_tier
+from fer_jax import (calibration, classes, evaluation, inference, provenance, report, run_guard,
+                     stats, train, two_tier)
 from fer_jax.data import FerData, load_from_config, sampling
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
@@ -32,12 +34,16 @@ class Variant(NamedTuple):
     oversample: bool
     gan_mixing: bool
     loss: str = "cross_entropy"
+    # Scores the runs of the variant that trains as this one does, with post-hoc logit
+    # adjustment (tau cross-fitted on the evaluation split).
+    posthoc: bool = False
 
 
 VARIANTS = {"none": Variant(False, False), "oversampling": Variant(True, False),
             "gan": Variant(False, True), "gan_oversampling": Variant(True, True),
             # Menon et al. (2021): tau * log prior added to the logits in the loss.
-            "logit_adjusted": Variant(False, False, "logit_adjusted")}
+            "logit_adjusted": Variant(False, False, "logit_adjusted"),
+            "posthoc_logit_adjusted": Variant(False, False, posthoc=True)}
 EVAL_SPLITS = ("auto", "val", "test")
 
 
@@ -46,7 +52,14 @@ def cell_name(setting: str, model: str, variant: str, seed: int) -> str:
 
 
 def run_name(grouping: str, variant: str, seed: int) -> str:
-    return f"run-{grouping}-{variant}-seed{seed}"
+    return f"run-{grouping}-{trained_variant(variant)}-seed{seed}"
+
+
+def trained_variant(variant: str) -> str:
+    """The variant whose runs ``variant`` scores: itself, or for a post-hoc variant the one
+    that trains as it does."""
+    trains_as = VARIANTS[variant]._replace(posthoc=False)
+    return next(name for name, other in VARIANTS.items() if other == trains_as)
 
 
 class Ablation:
@@ -131,7 +144,7 @@ class Ablation:
         """Engine config of one classifier run (GAN variants read the synthetic faces stage,
         a path in ``root``: the workdir by default; the run's fingerprint passes
         ``pathlib.Path()``, so that a moved workdir keeps it)."""
-        oversample, gan_mixing, loss = VARIANTS[variant]
+        oversample, gan_mixing, loss, _ = VARIANTS[variant]
         config = self.config.classifier.copy_and_resolve_references()
         config.grouping = grouping
         config.seed = seed
@@ -179,23 +192,66 @@ class Ablation:
         return [grouping.name for grouping in two_tier.member_groupings(setting).values()]
 
     # ------------------------------------------------------------------------- cells
+    def train_prior(self, grouping: classes.Grouping) -> np.ndarray:
+        """The class frequencies of the real training split in ``grouping``."""
+        labels = self.data.split("train").labels
+        counts = np.bincount(grouping.encode(labels[grouping.covers(labels)]),
+                             minlength=grouping.num_classes)
+        return np.maximum(counts, 1) / max(counts.sum(), 1)
+
+    def predictions_path(self, setting: str, model: str, variant: str, seed: int) -> pathlib.Path:
+        return self.workdir / "predictions" / f"{cell_name(setting, model, variant, seed)}.npz"
+
     def score_cell(self, setting: str, model: str, variant: str, seed: int) -> dict:
-        """Stage body: the cell's model scored on the evaluation split."""
+        """Stage body: the cell's model scored on the evaluation split (a post-hoc variant's
+        probabilities logit-adjusted out of fold); its labels and probabilities saved to
+        ``predictions/<cell>.npz`` for the paired comparisons."""
         split = self.eval_split()
+        grouping = classes.grouping(setting)
         classifier = inference.load(self.model_dir(setting, model, variant, seed),
                                     self.config.checkpoint)
-        scored = evaluation.evaluate(classifier, self.data.split(split),
-                                     classes.grouping(setting))
+        labels, probs = evaluation.predict_split(classifier, self.data.split(split), grouping)
+        taus = None
+        if VARIANTS[variant].posthoc:
+            probs, taus = calibration.cross_fit_logit_adjustment(
+                probs, labels, self.train_prior(grouping), folds=self.config.posthoc_folds,
+                seed=seed)
+        path = self.predictions_path(setting, model, variant, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, labels=labels, probs=probs)
+        scored = stats.add_statistics(evaluation.report_of(labels, probs, grouping),
+                                      stats.report_statistics(labels, probs,
+                                                              grouping.class_names))
         print(f"  {split} accuracy {report.percent(scored['accuracy'])}%, macro-F1 "
               f"{report.percent(scored['macro_f1'])}%", flush=True)
         return {"setting": setting, "model": model, "variant": variant, "seed": seed,
                 "split": split, "accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"],
-                "disgust_recall": report.recall(scored, "disgust"), "report": scored}
+                "balanced_accuracy": stats.balanced_accuracy(labels, probs.argmax(1),
+                                                             grouping.num_classes),
+                **self.minority_metrics(labels, probs, grouping), "posthoc_taus": taus,
+                "predictions": os.path.relpath(path, self.workdir), "report": scored}
+
+    def minority_metrics(self, labels, probs, grouping: classes.Grouping) -> dict:
+        """Disgust's recall at the argmax, its AP and AUROC (threshold-free) and its precision
+        at recall ``config.matched_recall`` (one operating point for every model); None in a
+        setting without disgust."""
+        keys = ("disgust_recall", "disgust_ap", "disgust_auroc", "disgust_precision_at_recall")
+        if "disgust" not in grouping.class_names:
+            return dict.fromkeys(keys)
+        index = grouping.class_names.index("disgust")
+        positives = labels == index
+        return dict(zip(keys, (
+            float(np.mean(probs[positives].argmax(1) == index)),
+            stats.average_precision(positives, probs[:, index]),
+            stats.auroc(positives, probs[:, index]),
+            stats.precision_at_recall(positives, probs[:, index], self.config.matched_recall))))
 
     def cell_section(self, setting: str, model: str, variant: str, seed: int) -> dict:
         """What a cell's score depends on: how it is scored and the runs it reads."""
         return {"cell": {"setting": setting, "model": model, "variant": variant},
                 "checkpoint": self.config.checkpoint, "eval_split": self.eval_split(),
+                "matched_recall": self.config.matched_recall,
+                "posthoc_folds": self.config.posthoc_folds if VARIANTS[variant].posthoc else None,
                 "routing": self.config.routing if model == "two_tier" else None,
                 "runs": [self.stages.outputs(run_name(grouping, variant, seed))["path"]
                          for grouping in self.groupings(setting, model)]}
@@ -203,14 +259,15 @@ class Ablation:
     def run_cell(self, setting: str, model: str, variant: str, seed: int, *, label: str) -> dict:
         """The result of one cell: its runs trained, its model scored (or both found
         finished)."""
+        trained = trained_variant(variant)
         for grouping in self.groupings(setting, model):
-            self.stages.run(run_name(grouping, variant, seed),
-                            lambda g=grouping: self.train_run(g, variant, seed),
+            self.stages.run(run_name(grouping, trained, seed),
+                            lambda g=grouping: self.train_run(g, trained, seed),
                             lambda g=grouping: {"data": self.config.data,
-                                                "run": self.run_config(g, variant, seed,
+                                                "run": self.run_config(g, trained, seed,
                                                                        pathlib.Path())},
-                            label=f"  run {grouping}/{variant}/seed_{seed}",
-                            clear=self.run_dir(grouping, variant, seed))
+                            label=f"  run {grouping}/{trained}/seed_{seed}",
+                            clear=self.run_dir(grouping, trained, seed))
         if model == "two_tier":  # the manifest, also for cells finished without one
             self.model_dir(setting, model, variant, seed)
         name = cell_name(setting, model, variant, seed)
@@ -228,6 +285,38 @@ class Ablation:
                          for grouping in self.groupings(setting, model))
         return sum(self.stages.record(name)["seconds"] for name in names)
 
+    def comparisons(self, results: dict) -> list[dict]:
+        """Each variant against ``config.reference_variant`` in every (setting, model), over
+        the seeds both finished (:func:`fer_jax.stats.seed_paired_comparison` of the saved
+        predictions)."""
+        reference = self.config.reference_variant
+        rows = []
+        for setting in self.config.settings:
+            for model in self.config.models:
+                for variant in self.config.variants:
+                    pairs = [(results.get(cell_name(setting, model, variant, seed)),
+                              results.get(cell_name(setting, model, reference, seed)))
+                             for seed in self.config.seeds]
+                    pairs = [pair for pair in pairs if None not in pair]
+                    if variant == reference or not pairs:
+                        continue
+                    labels, probs = {}, {"a": [], "b": []}
+                    for pair in pairs:
+                        for key, cell in zip("ab", pair):
+                            saved = np.load(self.workdir / cell["predictions"])
+                            labels[key] = saved["labels"]
+                            probs[key].append(saved["probs"])
+                    if not np.array_equal(labels["a"], labels["b"]):
+                        raise FerError(f"{setting}/{model}: {variant} and {reference} were "
+                                       "scored on different images; rerun with --recompute")
+                    comparison = stats.seed_paired_comparison(
+                        labels["a"], np.stack(probs["a"]), np.stack(probs["b"]),
+                        classes.grouping(setting).class_names, seed=self.config.bootstrap_seed)
+                    rows.append({**comparison, "setting": setting, "model": model,
+                                 "variant": variant, "reference": reference,
+                                 "seeds": [cell["seed"] for cell, _ in pairs]})
+        return rows
+
     def run(self) -> dict:
         """Runs every unfinished run and cell, then writes the tables; returns the ablation
         dict (also ``ablation.json``)."""
@@ -243,6 +332,7 @@ class Ablation:
         ablation = {"data": self.data.source, "synthetic_data": self.data.synthetic,
                     "config": run_guard.to_json(self.config),
                     "table": report.summarize(results.values()), "cells": results,
+                    "comparisons": self.comparisons(results),
                     "gan_variants_skipped": skipped_gan,
                     "gate": faces and faces.get("gate"),
                     "reproducibility": provenance.reproducibility(

@@ -96,3 +96,27 @@ def test_logit_adjustment_recovers_the_balanced_bayes_rule():
     tau, scores = calibration.fit_logit_adjustment(posterior, labels, prior)
     assert 0.7 <= tau <= 1.3, tau
     assert scores[tau] > scores[0.0] + 0.05  # the plain argmax under-calls the rare classes
+
+
+def test_cross_fit_logit_adjustment_scores_each_fold_with_a_tau_fitted_elsewhere():
+    rng = np.random.default_rng(1)
+    prior = np.array([0.7, 0.2, 0.1])
+    labels = rng.choice(3, 4000, p=prior)
+    means = np.array([0.0, 1.0, 2.0])
+    x = rng.normal(means[labels], 1.0)
+    posterior = np.exp(-0.5 * (x[:, None] - means[None]) ** 2) * prior
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    calibrated, taus = calibration.cross_fit_logit_adjustment(posterior, labels, prior, folds=2,
+                                                              seed=5)
+    fold = calibration.stratified_folds(labels, 2, seed=5)
+    assert len(taus) == 2
+    for k, tau in enumerate(taus):
+        held_out = fold == k
+        assert tau == calibration.fit_logit_adjustment(posterior[~held_out], labels[~held_out],
+                                                       prior)[0]
+        np.testing.assert_allclose(
+            calibrated[held_out],
+            calibration.apply_offsets(posterior[held_out],
+                                      calibration.logit_adjustment(prior, tau)), atol=1e-6)
+        assert 0.6 <= tau <= 1.4, tau
+    assert _recall(calibrated, labels).mean() > _recall(posterior, labels).mean() + 0.05

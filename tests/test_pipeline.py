@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import ablation, pipeline
-from fer_jax import classes, inference, report
+from fer_jax import classes, inference, report, stats
 from fer_jax.errors import FerError
 from gan import sample as gan_sample
 from studies import pipeline as pipeline_lib
@@ -252,7 +252,7 @@ def test_synthetic_counts_fill_the_gap_up_to_the_caps():
         {"angry": 30}
 
 
-def test_ablation_summary_is_mean_and_sample_std_over_seeds():
+def test_ablation_summary_is_mean_and_t_interval_over_seeds():
     cells = [{"setting": "seven", "model": "flat", "variant": "gan", "seed": seed, "split": "val",
               "accuracy": acc, "macro_f1": acc / 2, "disgust_recall": recall}
              for seed, acc, recall in ((0, 0.5, 0.1), (1, 0.7, 0.3), (2, 0.6, 0.2))]
@@ -260,11 +260,13 @@ def test_ablation_summary_is_mean_and_sample_std_over_seeds():
     rows = report.summarize(cells)
     assert [(r["setting"], r["seeds"]) for r in rows] == [("seven", [0, 1, 2]), ("six", [0])]
     assert rows[0]["accuracy"]["mean"] == pytest.approx(0.6)
-    assert rows[0]["accuracy"]["std"] == pytest.approx(0.1)
-    assert rows[1]["accuracy"]["std"] is None and rows[1]["disgust_recall"]["mean"] is None
+    # sample std 0.1 over 3 seeds: t(0.975, 2) * 0.1 / sqrt(3)
+    assert rows[0]["accuracy"]["half_width"] == pytest.approx(4.3027 * 0.1 / 3 ** 0.5, rel=1e-4)
+    assert rows[1]["accuracy"]["half_width"] is None and rows[1]["disgust_recall"]["mean"] is None
+    assert rows[0]["disgust_ap"]["values"] == []  # cells scored before the metric existed
     table = report.ablation_rows(rows)
-    assert table[0][4:] == ["60.0 ± 10.0", "30.0 ± 5.0", "20.0 ± 10.0"]
-    assert table[1][4:] == ["50.0", "25.0", "n/a"]
+    assert table[0][4:8] == ["60.0 ± 24.8", "30.0 ± 12.4", "n/a", "20.0 ± 24.8"]
+    assert table[1][4:8] == ["50.0", "25.0", "n/a", "n/a"]
 
 
 def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_path, capsys):
@@ -284,7 +286,7 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     for row in rows.values():
         # eval_split "auto" scores val: selection never looks at test unless asked.
         assert row["seeds"] == [0] and row["split"] == "val"
-        assert len(row["accuracy"]["values"]) == 1 and row["accuracy"]["std"] is None
+        assert len(row["accuracy"]["values"]) == 1 and row["accuracy"]["half_width"] is None
         assert row["disgust_recall"]["mean"] is None  # no disgust in the 6-class setting
     # One engine run per grouping (the flat model and the three members), in runs/.
     assert sorted(p.parts[-3] for p in (tmp_path / "runs").glob("*/*/seed_0")) == \
@@ -334,6 +336,49 @@ def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_pat
     out = capsys.readouterr().out
     assert "six-flat-gan_oversampling-seed0: skipped" in out
     assert "six-flat-none-seed0: running" in out
+
+
+def test_ablation_compares_every_variant_with_none_seed_by_seed(tmp_path):
+    args = ["--workdir", str(tmp_path), "--config.settings=('seven',)",
+            "--config.models=('flat',)",
+            "--config.variants=('none','posthoc_logit_adjusted','logit_adjusted')",
+            "--config.seeds=(0,1)", "--config.data.synthetic_sizes.num_train=420",
+            "--config.data.synthetic_sizes.num_val=140",
+            "--config.data.synthetic_sizes.num_test=140",
+            "--config.classifier.num_epochs=1", "--config.classifier.model_kwargs.width=4",
+            "--config.classifier.batch_size=32"]
+    assert ablation.main(args) == 0
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    # The post-hoc variant scores the none runs: no run of its own.
+    assert sorted(p.name for p in (tmp_path / "runs" / "seven").iterdir()) == \
+        ["logit_adjusted", "none"]
+    cells = result["cells"]
+    for seed in (0, 1):
+        plain, posthoc = (cells[f"seven-flat-{v}-seed{seed}"]
+                          for v in ("none", "posthoc_logit_adjusted"))
+        assert plain["posthoc_taus"] is None and len(posthoc["posthoc_taus"]) == 2
+        saved = {v: np.load(tmp_path / cells[f"seven-flat-{v}-seed{seed}"]["predictions"])
+                 for v in ("none", "posthoc_logit_adjusted")}
+        np.testing.assert_array_equal(saved["none"]["labels"],
+                                      saved["posthoc_logit_adjusted"]["labels"])
+        labels, probs = saved["posthoc_logit_adjusted"]["labels"], \
+            saved["posthoc_logit_adjusted"]["probs"]
+        assert posthoc["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == labels))
+        for key in ("disgust_ap", "disgust_auroc", "disgust_precision_at_recall",
+                    "balanced_accuracy"):
+            assert 0.0 <= posthoc[key] <= 1.0
+    rows = {row["variant"]: row for row in result["comparisons"]}
+    assert set(rows) == {"posthoc_logit_adjusted", "logit_adjusted"}
+    for variant, row in rows.items():
+        assert row["reference"] == "none" and row["seeds"] == [0, 1] and row["class"] == "disgust"
+        np.testing.assert_allclose(
+            row["accuracy"]["per_seed"],
+            [cells[f"seven-flat-{variant}-seed{s}"]["accuracy"]
+             - cells[f"seven-flat-none-seed{s}"]["accuracy"] for s in (0, 1)], atol=1e-9)
+        assert row["ap"]["verdict"] in (stats.NO_DIFFERENCE, "A beats B", "B beats A")
+    table = (tmp_path / "ablation.md").read_text()
+    assert "## Each variant against none, seed by seed" in table
+    assert "| 7-class | flat | post-hoc logit adjustment vs none | accuracy | [0, 1] |" in table
 
 
 def test_ablation_equal_epoch_size_balances_to_the_mean_class_count():

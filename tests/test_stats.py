@@ -193,3 +193,61 @@ def test_mean_ci_over_seeds():
     assert math.isnan(stats.mean_ci([0.5])[1])
     with pytest.raises(FerError):
         stats.mean_ci([])
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_present_classes():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    predictions = np.array([0, 0, 0, 1, 1, 0, 2])
+    # recalls 3/4, 1/2, 1 over three classes; class 3 absent does not count
+    assert stats.balanced_accuracy(labels, predictions, 4) == pytest.approx((0.75 + 0.5 + 1) / 3)
+    weights = np.array([[1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 2, 1, 1, 3.0]])
+    np.testing.assert_allclose(stats.balanced_accuracy(labels, predictions, 4, weights),
+                               [(0.75 + 0.5 + 1) / 3, (0.0 + 0.5 + 1) / 3])
+
+
+def test_precision_at_recall_hand_computed():
+    positives = np.array([1, 0, 1, 0, 0, 1], bool)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    assert stats.precision_at_recall(positives, scores, 1 / 3) == 1.0      # top 1
+    assert stats.precision_at_recall(positives, scores, 0.5) == pytest.approx(2 / 3)  # top 3
+    assert stats.precision_at_recall(positives, scores, 1.0) == 0.5        # all six
+    # a tie is one threshold: both tied images are retrieved together
+    tied = np.array([0.9, 0.7, 0.7, 0.6, 0.5, 0.4])
+    assert stats.precision_at_recall(positives, tied, 0.5) == pytest.approx(2 / 3)
+    assert stats.precision_at_recall(positives, np.array([0.9, 0.9, 0.7, 0.6, 0.5, 0.4]),
+                                     1 / 3) == 0.5
+    assert math.isnan(stats.precision_at_recall(np.zeros(3, bool), scores[:3], 0.5))
+
+
+def test_seed_paired_comparison_counts_the_seeds_and_the_images():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 600)
+    names = ["happy", "disgust"]
+
+    def model(hit_rate, seed):
+        r = np.random.default_rng(seed).random(600)
+        return np.eye(2)[np.where(r < hit_rate, labels, 1 - labels)]
+
+    good = np.stack([model(0.9, s) for s in range(3)])
+    bad = np.stack([model(0.6, 10 + s) for s in range(3)])
+    result = stats.seed_paired_comparison(labels, good, bad, names, resamples=200)
+    assert result["seeds"] == 3 and result["class"] == "disgust"
+    for key in ("accuracy", "macro_f1", "balanced_accuracy", "ap"):
+        row = result[key]
+        assert row["verdict"] == "A beats B" and row["seed_ci"][0] > 0 < row["image_ci"][0]
+    per_seed = [np.mean(g.argmax(1) == labels) - np.mean(b.argmax(1) == labels)
+                for g, b in zip(good, bad)]
+    np.testing.assert_allclose(result["accuracy"]["per_seed"], per_seed)
+    mean, half = stats.mean_ci(per_seed)
+    np.testing.assert_allclose(result["accuracy"]["seed_ci"], [mean - half, mean + half])
+    # The same recipe twice: no win, whatever the noise.
+    same = stats.seed_paired_comparison(labels, good, good[::-1], names, resamples=200)
+    assert all(same[k]["verdict"] == stats.NO_DIFFERENCE for k in ("accuracy", "ap"))
+    # One seed: the seeds' spread is unknown, so no win either.
+    single = stats.seed_paired_comparison(labels, good[:1], bad[:1], names, resamples=200)
+    assert single["accuracy"]["image_ci"][0] > 0
+    assert single["accuracy"]["verdict"] == stats.NO_DIFFERENCE
+    assert stats.seed_paired_comparison(labels, good, bad, ["a", "b"], resamples=10)["class"] \
+        is None
+    with pytest.raises(FerError, match="same seeds"):
+        stats.seed_paired_comparison(labels, good, bad[:2], names)

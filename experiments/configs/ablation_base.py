@@ -1,6 +1,6 @@
 """The ablation schema: every key of an ablation config with its default (the embedded
 SYNTHETIC faces, both settings, both models, the four training-data variants, two seeds, the
-pipeline schema's tiny classifier). Presets (``ablation_default.py``, ``ablation_cpu.py``,
+pipeline schema's tiny classifier; every variant compared with ``none``). Presets (``ablation_default.py``, ``ablation_cpu.py``,
 ``seed_comparison_cpu.py``, ``seed_comparison_finetune_cpu.py``) start from it."""
 
 import ml_collections
@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.equal_epoch_size = False
     config.checkpoint = "latest"               # "latest" | "best" (by val accuracy)
     config.eval_split = "auto"                 # "auto" | "val": val; "test" only when asked
+    # Every variant is compared with this one, seed by seed (paired CIs over seeds and images).
+    config.reference_variant = "none"
+    config.bootstrap_seed = 0
+    config.matched_recall = 0.5                # disgust precision is compared at this recall
+    config.posthoc_folds = 2                   # cross-fitting folds of post-hoc adjustment
     # Synthetic faces for the GAN variants: a .npz or a pipeline workdir holding synthetic.npz;
     # None: train the GAN here with `gan_pipeline` (a pipeline config; its data is config.data).
     config.synthetic_npz = config_dict.placeholder(str)
