@@ -613,8 +613,8 @@ def render_ablation_report(ablation: Mapping) -> str:
               "*GAN* = synthetic faces added (capped share per class); the classifier config is "
               "otherwise the same in every cell."), ""]
     if ablation.get("comparisons"):
-        lines += [f"## Each variant against {VARIANT_LABELS[config['reference_variant']]}, "
-                  "seed by seed", "",
+        lines += [(f"## Each variant against {VARIANT_LABELS[config['reference_variant']]}, "
+                   "seed by seed"), "",
                   ("A - B is the mean over seeds of the paired difference (seed s of A against "
                    "seed s of B, on the same images). The verdict names a winner only when the "
                    "95% CI over seeds (t-interval: training noise) AND the 95% CI over images "

@@ -20,8 +20,18 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
-from fer_jax import (calibration, classes, evaluation, inference, provenance, report, run_guard,
-                     stats, train, two_tier)
+from fer_jax import (
+    calibration,
+    classes,
+    evaluation,
+    inference,
+    provenance,
+    report,
+    run_guard,
+    stats,
+    train,
+    two_tier,
+)
 from fer_jax.data import FerData, load_from_config, sampling
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
