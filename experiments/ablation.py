@@ -1,7 +1,8 @@
-"""Ablation of the two-tier model, oversampling and GAN faces, over settings and seeds.
+"""Ablation of imbalance handling, GAN faces and the two-tier model, over settings and seeds.
 
-{flat, two-tier} x {none, oversampling, GAN, GAN + oversampling} in the 7-class and the seed's
-6-class setting, over several seeds (:mod:`studies.ablation`).
+{flat, two-tier} x {none, oversampling, logit-adjusted loss, post-hoc logit adjustment, GAN,
+GAN + oversampling} in the 7-class and the seed's 6-class setting, over several seeds
+(:mod:`studies.ablation`).
 
     python -m experiments.ablation [--data PATH] [--config experiments/configs/ablation_X.py]
         [--workdir DIR] [--recompute] [--config.key=value ...]
@@ -14,8 +15,11 @@ are skipped and the report says so). Cells are scored on val; on test only with
 ``--config.eval_split=test``. Every finished run and cell is skipped on rerun and the grid
 (settings, models, variants, seeds) may grow between runs; a changed classifier config is
 refused naming the changed keys (``--recompute`` redoes what it changes). Writes
-``ablation.md`` and ``ablation.json`` (mean ± std over seeds of accuracy, macro-F1, disgust
-recall); ``models/<cell>`` holds each two-tier cell's loadable directory.
+``ablation.md`` and ``ablation.json``: mean ± 95% CI over seeds of accuracy, macro-F1,
+balanced accuracy and disgust recall / AP / AUROC / precision at a matched recall, and every
+variant against ``config.reference_variant`` seed by seed (CIs over seeds and over images);
+``predictions/<cell>.npz`` holds each cell's scored probabilities, ``models/<cell>`` each
+two-tier cell's loadable directory.
 """
 
 from __future__ import annotations
