@@ -9,8 +9,9 @@ imbalance at equal compute:
   one half of val and scored on the other (2-fold cross-fitting: no image is scored by a tau
   fitted on it).
 
-Every run fine-tunes the converged ``cpu.py`` classifier (36 epochs, 7 classes; the head is
-re-initialised for 6 classes) for 4 epochs at a lower learning rate: the question is how
+Every run fine-tunes the converged ``cpu.py`` classifier of commit 838c51e (36 epochs without
+EMA, 7 classes, ``checkpoints/cpu``; the head is re-initialised for 6 classes) for 4 epochs at
+a lower learning rate, without EMA: the question is how
 the classifier handles the imbalance, asked of a network near convergence, not of 2-epoch
 models. The seeds change the fine-tuning's data order, augmentation, dropout and new head; the
 base network is shared (its seed-to-seed variance is not in the intervals). About 7 minutes
@@ -39,5 +40,6 @@ def get_config():
     config.seeds = (0, 1, 2)
     config.equal_epoch_size = True
     config.classifier = pipeline_base.classifier(cpu.get_config(), num_epochs=4,
-                                                 learning_rate=5e-4, warmup_epochs=0.3)
+                                                 learning_rate=5e-4, warmup_epochs=0.3,
+                                                 ema_decay=0.0)
     return config
