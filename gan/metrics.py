@@ -1,9 +1,10 @@
 """How good are generated faces, measured with a classifier trained on real FER-2013.
 
-* FER-FID: Fréchet distance between the Gaussians fitted to real and to generated images in
-  the classifier's penultimate features (Heusel et al. 2017, with a FER classifier in place of
-  Inception), per class and overall, printed beside the real-vs-real floor (training images of
-  a class against validation images of the same class): a GAN cannot be expected to beat it.
+* FER-FID: Fréchet distance between the Gaussians fitted to real **validation** images and to
+  generated images in the classifier's penultimate features (Heusel et al. 2017, with a FER
+  classifier in place of Inception), per class and overall, printed beside the real-vs-real
+  floor (training images of a class against validation images of the same class): a GAN
+  cannot be expected to beat it. The reference is val, not train: the GAN never saw it.
 * Recognizability: the share of generated images of class c that the classifier assigns to c,
   beside the classifier's recall on real validation images of c.
 * CAS (classification accuracy score, Ravuri & Vinyals 2019): validation accuracy of a
@@ -11,6 +12,10 @@
 """
 
 from __future__ import annotations
+
+import json
+import pathlib
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -22,6 +27,7 @@ from fer_jax.errors import FerError
 from fer_jax.inference import Classifier
 from fer_jax.runtime import progress_bar
 from fer_jax.train import train_and_evaluate
+from gan.quality import Faces
 from gan.sample import Generators
 
 
@@ -61,69 +67,114 @@ def features_fid(features_a, features_b) -> float:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _features_by_class(classifier: Classifier, split: Split, names: list[str], *,
-                       predict: bool) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """``{class: (features [n, D], predicted grouping index [n] or None)}`` of ``split``'s
-    images of ``names``; the predictions only when ``predict``."""
-    wanted = np.isin(split.labels, [EMOTION_INDEX[c] for c in names])
-    images, labels = split.images[wanted], split.labels[wanted]
-    features = classifier.features(images)
-    predicted = classifier.probabilities(images).argmax(-1) if predict else None
-    return {c: (features[labels == EMOTION_INDEX[c]],
-                None if predicted is None else predicted[labels == EMOTION_INDEX[c]])
-            for c in names}
+class FaceSets(NamedTuple):
+    """Per class: the faces (images, features of the classifier) of the real train and val
+    splits and of the generated samples, and the classifier's predicted grouping index of each
+    val and generated face."""
+
+    train: dict[str, Faces]
+    val: dict[str, Faces]
+    generated: dict[str, Faces]
+    val_predicted: dict[str, np.ndarray]
+    generated_predicted: dict[str, np.ndarray]
 
 
-def evaluate_generators(generators: Generators, data: FerData, classifier: Classifier, *,
-                        samples_per_class: int, seed: int = 0, truncation: float = 0.0) -> dict:
-    """FER-FID and recognizability of every class ``generators`` make (and ``classifier``
-    knows), beside the real-vs-real floor and the classifier's recall on real val images.
-
-    Per class c with ``n`` validation images: FID(generated, train) uses ``n`` generated
-    images, so it shares the estimator's small-sample bias with the floor FID(val, train).
-    Recognizability uses ``max(n, samples_per_class)`` generated images. "overall" pools the
-    classes (the generated pool then has the val class mix) and averages the shares.
-    ``truncation`` > 0 samples truncated latents (``gan.train.latents``).
-    """
-    train, val = data.split("train"), data.split("val")
-    val_counts = val.counts()
+def evaluated_classes(generators: Generators, data: FerData, classifier: Classifier) -> list[str]:
+    """The classes ``generators`` make that ``classifier`` knows and ``data``'s val split holds
+    2+ images of; FerError when there are none."""
+    val_counts = data.split("val").counts()
     names = [c for c in generators.classes
              if classifier.grouping.covers([EMOTION_INDEX[c]])[0] and val_counts[c] > 1]
     if not names:
         raise FerError(f"{generators.workdir}: none of its classes {list(generators.classes)} is "
                        f"both known to {classifier.description} and in the val split of "
                        f"{data.source}")
-    with progress_bar(4, 0, "GAN metrics (sample, train, val, generated)") as bar:
+    return names
+
+
+def _faces_by_class(classifier: Classifier, split: Split, names: list[str], *,
+                    predict: bool) -> tuple[dict[str, Faces], dict[str, np.ndarray]]:
+    """``({class: Faces}, {class: predicted grouping indices})`` of ``split``'s images of
+    ``names``; the predictions only when ``predict`` (else ``{}``)."""
+    wanted = np.isin(split.labels, [EMOTION_INDEX[c] for c in names])
+    images, labels = split.images[wanted], split.labels[wanted]
+    features = classifier.features(images)
+    members = {c: labels == EMOTION_INDEX[c] for c in names}
+    faces = {c: Faces(images[member], features[member]) for c, member in members.items()}
+    if not predict:
+        return faces, {}
+    predicted = classifier.probabilities(images).argmax(-1)
+    return faces, {c: predicted[member] for c, member in members.items()}
+
+
+def face_sets(generators: Generators, data: FerData, classifier: Classifier, names: list[str],
+              *, samples_per_class: int, seed: int, truncation: float) -> FaceSets:
+    """The :class:`FaceSets` of ``names``: ``max(n_val, samples_per_class)`` generated faces
+    per class (``generators.sample`` with ``seed`` and ``truncation``)."""
+    val_counts = data.split("val").counts()
+    with progress_bar(4, 0, "GAN faces (sample, train, val, generated)") as bar:
         fake = generators.sample({c: max(val_counts[c], samples_per_class) for c in names},
                                  seed, truncation)
         bar.update()
-        features = []
-        for split, predict in ((train, False), (val, True), (fake, True)):
-            features.append(_features_by_class(classifier, split, names, predict=predict))
+        embedded = []
+        for split, predict in ((data.split("train"), False), (data.split("val"), True),
+                               (fake, True)):
+            embedded.append(_faces_by_class(classifier, split, names, predict=predict))
             bar.update()
-    real_train, real_val, generated = features
-    per_class = {}
-    for c in names:
+    (train, _), (val, val_predicted), (generated, generated_predicted) = embedded
+    return FaceSets(train, val, generated, val_predicted, generated_predicted)
+
+
+def fer_scores(sets: FaceSets, classifier: Classifier, *, seed: int = 0) -> dict:
+    """FER-FID against **val** and recognizability of :class:`FaceSets`, per class and overall
+    (see :func:`evaluate_generators`); ``seed`` draws the training faces of the floor."""
+    rng = np.random.default_rng(seed)
+    per_class, floor_train = {}, {}
+    for c, val in sets.val.items():
         target = classifier.grouping.encode([EMOTION_INDEX[c]])[0]
-        n = val_counts[c]
+        n = len(val.features)
+        train = sets.train[c].features
+        floor_train[c] = train[rng.choice(len(train), min(n, len(train)), replace=False)]
         per_class[c] = {
-            "fid": features_fid(generated[c][0][:n], real_train[c][0]),
-            "fid_floor": features_fid(real_val[c][0], real_train[c][0]),
-            "recognizability": float(np.mean(generated[c][1] == target)),
-            "real_recall": float(np.mean(real_val[c][1] == target)),
-            "n_val": n, "n_generated": len(generated[c][1]),
+            "fid": features_fid(sets.generated[c].features[:n], val.features),
+            "fid_floor": features_fid(floor_train[c], val.features),
+            "recognizability": float(np.mean(sets.generated_predicted[c] == target)),
+            "real_recall": float(np.mean(sets.val_predicted[c] == target)),
+            "n_val": n, "n_generated": len(sets.generated[c].features),
         }
-    train_pool = np.concatenate([real_train[c][0] for c in names])
+    val_pool = np.concatenate([val.features for val in sets.val.values()])
     overall = {
-        "fid": features_fid(np.concatenate([generated[c][0][:val_counts[c]] for c in names]),
-                            train_pool),
-        "fid_floor": features_fid(np.concatenate([real_val[c][0] for c in names]), train_pool),
+        "fid": features_fid(np.concatenate([sets.generated[c].features[:len(val.features)]
+                                            for c, val in sets.val.items()]), val_pool),
+        "fid_floor": features_fid(np.concatenate(list(floor_train.values())), val_pool),
         "recognizability": float(np.mean([v["recognizability"] for v in per_class.values()])),
         "real_recall": float(np.mean([v["real_recall"] for v in per_class.values()])),
     }
+    return {"per_class": per_class, "overall": overall}
+
+
+def evaluate_generators(generators: Generators, data: FerData, classifier: Classifier, *,
+                        samples_per_class: int, seed: int = 0, truncation: float = 0.0,
+                        sets: FaceSets | None = None) -> dict:
+    """FER-FID and recognizability of every class ``generators`` make (and ``classifier``
+    knows), beside the real-vs-real floor and the classifier's recall on real val images.
+
+    FER-FID is measured against the **val** split (unseen by the GAN; FID against train would
+    reward copying it). Per class c with ``n`` validation images: FID(generated, val) uses
+    ``n`` generated images and the floor FID(train, val) ``n`` training images drawn with
+    ``seed``, so both share the estimator's small-sample bias. Recognizability uses
+    ``max(n, samples_per_class)`` generated images. "overall" pools the classes (each pool then
+    has the val class mix) and averages the shares. ``truncation`` > 0 samples truncated
+    latents (``gan.train.latents``). ``sets``: the :func:`face_sets` of these arguments when
+    already computed.
+    """
+    if sets is None:
+        sets = face_sets(generators, data, classifier,
+                         evaluated_classes(generators, data, classifier),
+                         samples_per_class=samples_per_class, seed=seed, truncation=truncation)
     return {"classifier": classifier.description, "data": data.source,
             "synthetic_data": data.synthetic, "seed": seed, "truncation": truncation,
-            "per_class": per_class, "overall": overall}
+            "fid_reference": "val", **fer_scores(sets, classifier, seed=seed)}
 
 
 def judged_shares(classifier: Classifier, generated: Split) -> dict[str, dict[str, float]]:
@@ -156,8 +207,9 @@ def classification_accuracy_score(generators: Generators, data: FerData,
                                   samples_per_class: int, seed: int = 0) -> dict:
     """CAS: accuracy on ``data``'s real val split of ``classifier_config`` trained (in
     ``workdir``, resumable) on ``samples_per_class`` generated images of each of its classes
-    only. ``{"cas", "cas_macro_f1", "workdir", "interrupted"}``; only ``interrupted`` (the
-    signal) and ``workdir`` when SIGTERM/SIGINT stopped the training."""
+    only. ``{"cas", "cas_macro_f1", "cas_recall": {class: its val recall}, "workdir",
+    "interrupted"}``; only ``interrupted`` (the signal) and ``workdir`` when SIGTERM/SIGINT
+    stopped the training."""
     grouping = classes.grouping(classifier_config.grouping)
     needed = [EMOTIONS[label] for label in grouping.canonical_labels]
     missing = [name for name in needed if name not in generators.classes]
@@ -171,7 +223,10 @@ def classification_accuracy_score(generators: Generators, data: FerData,
     summary = train_and_evaluate(classifier_config, workdir, data=fake_data)
     if summary["interrupted"]:
         return {"interrupted": summary["interrupted"], "workdir": str(workdir)}
+    val_report = json.loads((pathlib.Path(workdir) / "report.json").read_text())["reports"]["val"]
     return {"cas": summary["val_accuracy"], "cas_macro_f1": summary["val_macro_f1"],
+            "cas_recall": {name: values["recall"]
+                           for name, values in val_report["per_class"].items()},
             "workdir": str(workdir), "interrupted": None}
 
 

@@ -222,22 +222,25 @@ class Faces(NamedTuple):
     images: np.ndarray
     features: np.ndarray
 
-
-def _concatenate(faces: Sequence[Faces]) -> Faces:
-    return Faces(*(np.concatenate(parts) for parts in zip(*faces)))
+    @classmethod
+    def concatenate(cls, faces: Sequence[Faces]) -> Faces:
+        """The faces of ``faces`` one after another."""
+        return cls(*(np.concatenate(parts) for parts in zip(*faces)))
 
 
 def _set_quality(generated: Faces, val: Faces, train: Faces, *, kid_subsets: int,
                  kid_subset_size: int, k: int, seed: int) -> dict:
     """KID against val (and train against val: the floor) with subsets of at most half the
-    smaller set (so the interval has a spread), precision/recall against val, memorization in
-    pixels."""
+    smaller set (so the interval has a spread), precision/recall against val (None when a set
+    has no more than ``k`` samples: no k-th neighbour), memorization in pixels."""
     def kid_of(a: Faces, b: Faces) -> dict:
         size = max(2, min(kid_subset_size, len(a.features) // 2, len(b.features) // 2))
         return kid(a.features, b.features, subsets=kid_subsets, subset_size=size, seed=seed)
 
+    enough = min(len(val.features), len(generated.features)) > k
     return {"kid": kid_of(generated, val), "kid_floor": kid_of(train, val),
-            **precision_recall(val.features, generated.features, k=k),
+            **(precision_recall(val.features, generated.features, k=k) if enough
+               else {"precision": None, "recall": None}),
             "memorization": memorization(generated.images, train.images, val.images)}
 
 
@@ -254,26 +257,28 @@ def quality_report(generated: dict[str, Faces], val: dict[str, Faces], train: di
     names = list(generated)
     return {"per_class": {c: _set_quality(generated[c], val[c], train[c], **settings)
                           for c in names},
-            "overall": _set_quality(*(_concatenate([source[c] for c in names])
+            "overall": _set_quality(*(Faces.concatenate([source[c] for c in names])
                                       for source in (generated, val, train)), **settings)}
 
 
 def gan_eval_json(workdir, quality: dict, sensitivity: dict, *, fer_metrics: dict | None = None,
                   cas: dict | None = None) -> dict:
     """Writes and returns ``<workdir>/gan_eval.json``: per class and overall, the
-    :func:`quality_report` metrics, ``label_sensitivity`` (:func:`label_sensitivity`) and, when
-    given, FER-FID and recognizability (``fer_metrics``: a
-    :func:`gan.metrics.evaluate_generators` report) and ``cas``/``cas_macro_f1`` overall
-    (``cas``: :func:`gan.metrics.classification_accuracy_score`)."""
+    :func:`quality_report` metrics, ``label_sensitivity`` (:func:`label_sensitivity`), when
+    given FER-FID and recognizability (``fer_metrics``: a
+    :func:`gan.metrics.evaluate_generators` report) and ``cas`` (``cas``:
+    :func:`gan.metrics.classification_accuracy_score`; overall its accuracy, beside
+    ``cas_macro_f1``, per class its recall; None when not given)."""
     fer_metrics = fer_metrics or {"per_class": {}, "overall": {}}
+    cas = cas or {}
     per_class = {name: {**values, **fer_metrics["per_class"].get(name, {}),
-                        "label_sensitivity": sensitivity["per_class"].get(name)}
+                        "label_sensitivity": sensitivity["per_class"].get(name),
+                        "cas": cas.get("cas_recall", {}).get(name)}
                  for name, values in quality["per_class"].items()}
     overall = {**quality["overall"], **fer_metrics["overall"],
                "label_sensitivity": sensitivity["overall"],
-               "label_sensitivity_every_label": sensitivity["every_label"]}
-    if cas is not None:
-        overall.update(cas=cas.get("cas"), cas_macro_f1=cas.get("cas_macro_f1"))
+               "label_sensitivity_every_label": sensitivity["every_label"],
+               "cas": cas.get("cas"), "cas_macro_f1": cas.get("cas_macro_f1")}
     provenance = {key: value for key, value in fer_metrics.items()
                   if key not in ("per_class", "overall")}
     report = {**provenance, "label_sensitivity_setup": {key: sensitivity[key]

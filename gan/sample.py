@@ -84,6 +84,19 @@ class Generators:
             return Split.empty()
         return Split(np.concatenate(images), np.concatenate(labels))
 
+    def with_shared_latents(self, labels, seed: int, truncation: float = 0.0) -> np.ndarray:
+        """uint8 ``[N, 48, 48]``: image i of canonical ``labels[i]`` from latent i of ``seed``,
+        the same latent whatever the label (unlike :meth:`sample`, whose latents depend on the
+        class), so a label's effect on one face can be seen."""
+        labels = np.asarray(labels, np.int32)
+        images = np.zeros((len(labels), 48, 48), np.uint8)
+        for label in np.unique(labels):
+            run = self.run_for(EMOTIONS[label])
+            chosen = labels == label
+            images[chosen] = run.gan.sample(run.params, run.batch_stats(truncation), labels, seed,
+                                            truncation=truncation)[chosen]
+        return images
+
     def grid(self, classes: Sequence[str], columns: int, seed: int = 0,
              truncation: float = 0.0) -> np.ndarray:
         """uint8 ``[len(classes), columns, 48, 48]``: one row of samples per class."""

@@ -16,7 +16,8 @@ from fer_jax import models as classifier_models
 from fer_jax.checkpoint import Checkpointer
 from fer_jax.classes import EMOTIONS, SEVEN
 from fer_jax.data.sampling import load_synthetic_npz
-from gan import input_pipeline, metrics, sample, train
+from fer_jax.errors import FerError
+from gan import experiment, input_pipeline, metrics, quality, sample, train
 
 CLASSES = ("angry", "disgust", "happy")
 
@@ -213,7 +214,7 @@ def test_truncated_latents_stay_within_the_threshold():
 @pytest.mark.slow
 def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, tmp_path,
                                                                     monkeypatch, capsys):
-    monkeypatch.setattr(train_gan, "load_from_config", lambda data_config: tiny_data)
+    monkeypatch.setattr(experiment, "load_from_config", lambda data_config: tiny_data)
     config_path = tmp_path / "tiny_gan.py"  # this module's tiny_config as a config file
     config_path.write_text(f"import sys\nsys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
                            "from test_gan_training import tiny_config\n"
@@ -233,6 +234,11 @@ def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, t
     assert set(result["evaluation"]["cgan"]["per_class"]) == set(EMOTIONS)
     assert 0 <= result["cas"]["cas"] <= 1
     assert "cgan trunc 1" in capsys.readouterr().out
+    cgan_eval = json.loads((workdir / quality.GAN_EVAL).read_text())
+    assert set(cgan_eval["per_class"]) == set(EMOTIONS)
+    assert cgan_eval["overall"]["cas"] == result["cas"]["cas"]
+    assert all(0 <= values["cas"] <= 1 for values in cgan_eval["per_class"].values())
+    assert (workdir / "dcgan_baseline" / quality.GAN_EVAL).is_file()
 
 
 @pytest.mark.slow
@@ -246,13 +252,18 @@ def test_dcgan_baseline_trains_one_generator_per_class(tiny_data, tmp_path):
     assert fake.counts()["fear"] == 4 and fake.counts()["disgust"] == 2
 
 
-@pytest.mark.slow
-def test_fer_fid_of_a_set_against_itself_is_zero_and_evaluation_reports(trained, tiny_data):
+def untrained_classifier():
+    """A 7-class compact classifier with its initial weights (features without training)."""
     model = classifier_models.create_model("compact", 7, width=8)
     variables = jax.jit(functools.partial(model.init, train=False))(
         jax.random.key(0, impl="rbg"), jnp.zeros((1, 48, 48, 1)))
-    classifier = inference.Classifier(SEVEN, "untrained compact", model=model,
-                                      variables=variables)
+    return inference.Classifier(SEVEN, "untrained compact", model=model, variables=variables)
+
+
+@pytest.mark.slow
+def test_fer_fid_of_a_set_against_itself_is_zero_and_evaluation_reports(trained, tiny_data):
+    classifier = untrained_classifier()
+    variables = classifier.variables
     images = tiny_data.split("val").images
     features, probs = classifier.features(images), classifier.probabilities(images)
     assert features.ndim == 2 and len(features) == 140 and probs.shape == (140, 7)
@@ -295,3 +306,75 @@ def test_standing_statistics_follow_the_sampling_truncation(tiny_data):
     two = gan.standing_stats(state.ema_params, state.g_batch_stats, CLASSES, batch_size=32,
                              num_batches=2)
     assert not np.allclose(jax.tree_util.tree_leaves(one)[0], jax.tree_util.tree_leaves(two)[0])
+
+
+@pytest.fixture(scope="module")
+def gan_evaluation(tmp_path_factory):
+    """A 2-step cgan (+ a 2-step DCGAN baseline for disgust) on the embedded synthetic default,
+    evaluated by :func:`gan.experiment.train_and_evaluate` with an untrained classifier at
+    truncations 0 and 0.5 (gan_eval.json at 0.5): (workdir, result, config, the FaceSets
+    measured per (generators workdir, truncation))."""
+    config = tiny_config(num_steps=2)
+    config.baseline.num_steps = 2
+    config.eval.update({"cas": False, "samples_per_class": 10, "truncations": (0.0, 0.5),
+                        "quality_truncation": 0.5, "kid_subsets": 20,
+                        "sensitivity_latents": 6})
+    workdir = tmp_path_factory.mktemp("gan_eval") / "run"
+    measured = {}
+    real_face_sets = metrics.face_sets
+
+    def recording_face_sets(generators, *args, **kwargs):
+        sets = real_face_sets(generators, *args, **kwargs)
+        measured[generators.workdir, kwargs["truncation"]] = sets
+        return sets
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "face_sets", recording_face_sets)
+        patch.setattr(experiment, "feature_classifier", lambda *args: untrained_classifier())
+        result = experiment.train_and_evaluate(config, workdir)
+    return workdir, result, config, measured
+
+
+@pytest.mark.slow
+def test_gan_evaluation_writes_gan_eval_json_for_every_class_and_run(gan_evaluation):
+    workdir, result, config, _ = gan_evaluation
+    assert result["synthetic_data"]
+    assert {report["fid_reference"] for report in result["evaluation"].values()} == {"val"}
+    for run_dir, classes in ((workdir, CLASSES), (workdir / "dcgan_baseline", ("disgust",))):
+        report = json.loads((run_dir / quality.GAN_EVAL).read_text())
+        assert report["fid_reference"] == "val" and report["truncation"] == 0.5
+        assert report["seed"] == sample.evaluation_seed(config.seed)
+        assert set(report["per_class"]) == set(classes)
+        for values in [*report["per_class"].values(), report["overall"]]:
+            lo, hi = values["kid"]["ci"]
+            assert lo <= values["kid"]["kid"] <= hi
+            for share in ("precision", "recall", "label_sensitivity", "recognizability"):
+                assert 0 <= values[share] <= 1, share
+            assert 0 <= values["memorization"]["near_copy_share"] <= 1
+            assert values["fid"] >= 0 and values["fid_floor"] >= 0
+            assert values["cas"] is None  # config.eval.cas is off
+        assert 0 <= report["overall"]["label_sensitivity_every_label"] <= 1
+        assert report["label_sensitivity_setup"]["latents"] == config.eval.sensitivity_latents
+        assert (run_dir / experiment.PAIRS_PNG).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_gan_evaluation_measures_faces_of_the_evaluation_seed_stream(gan_evaluation):
+    workdir, _, config, measured = gan_evaluation
+    sets = measured[workdir, 0.5]
+    counts = {name: len(faces.images) for name, faces in sets.generated.items()}
+    generators = sample.load_generators(workdir)
+    scored = generators.sample(counts, sample.evaluation_seed(config.seed), truncation=0.5)
+    np.testing.assert_array_equal(
+        np.concatenate([faces.images for faces in sets.generated.values()]), scored.images)
+    synthesized = generators.sample(counts, config.seed, truncation=0.5)
+    shared = (synthesized.images[:, None] == scored.images[None]).all(axis=(2, 3))
+    assert not shared.any()
+
+
+def test_an_unevaluated_quality_truncation_is_refused_before_training(tmp_path):
+    config = tiny_config()
+    config.eval.update({"truncations": (0.0,), "quality_truncation": 0.5})
+    with pytest.raises(FerError, match="quality_truncation=0.5 is not one of"):
+        experiment.train_and_evaluate(config, tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -188,11 +188,12 @@ def test_gan_eval_json_merges_quality_sensitivity_and_gan_metrics(tmp_path):
                    "per_class": {"disgust": {"fid": 9.0, "recognizability": 0.6}},
                    "overall": {"fid": 7.0, "recognizability": 0.7}}
     written = quality.gan_eval_json(tmp_path, report, sensitivity, fer_metrics=fer_metrics,
-                                    cas={"cas": 0.4, "cas_macro_f1": 0.3, "workdir": "x"})
+                                    cas={"cas": 0.4, "cas_macro_f1": 0.3, "workdir": "x",
+                                         "cas_recall": {"disgust": 0.2, "happy": 0.8}})
     assert json.loads((tmp_path / quality.GAN_EVAL).read_text()) == written
     assert written["classifier"] == "judge" and written["label_sensitivity_setup"] == {"latents": 10, "seed": 0}
     disgust = written["per_class"]["disgust"]
     assert {"kid", "kid_floor", "precision", "recall", "memorization"} <= disgust.keys()
-    assert (disgust["fid"], disgust["label_sensitivity"]) == (9.0, 0.5)
+    assert (disgust["fid"], disgust["label_sensitivity"], disgust["cas"]) == (9.0, 0.5, 0.2)
     assert "fid" not in written["per_class"]["happy"]
     assert written["overall"]["cas"] == 0.4 and written["overall"]["label_sensitivity"] == 0.7

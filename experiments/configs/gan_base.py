@@ -70,5 +70,14 @@ def get_config() -> ml_collections.ConfigDict:
         "cas_config": "smoke",
         "cas_overrides": {"num_epochs": 3},
         "cas_samples_per_class": 100,
+        # gan_eval.json in each run's workdir (gan.quality), of faces sampled at this truncation
+        # (one of truncations): KID against val from kid_subsets random subsets of at most
+        # kid_subset_size faces (and half the smaller set); precision/recall with k-NN radii
+        # of precision_recall_k; label sensitivity from sensitivity_latents latents per class.
+        "quality_truncation": 0.0,
+        "kid_subsets": 100,
+        "kid_subset_size": 1000,
+        "precision_recall_k": 3,
+        "sensitivity_latents": 100,
     })
     return config
