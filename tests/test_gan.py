@@ -187,21 +187,28 @@ def test_the_gate_keeps_classes_the_judge_recognizes_and_rejects_indistinct_ones
     assert not any(verdict["kept"] for verdict in gate.values())
 
 
-@pytest.mark.slow
-def test_evaluation_samples_never_repeat_the_synthesized_training_images():
+def untrained_generators():
+    """:class:`gan.sample.Generators` of a narrow cgan of every class with its initial weights."""
     import pathlib
 
     from experiments.configs import gan_base
-    from gan.sample import Generators, Run, evaluation_seed
+    from gan.sample import Generators, Run
     from gan.train import build_gan
 
     config = gan_base.get_config()
     config.cgan.update({"g_channels": (8, 8, 8, 8), "d_channels": (8, 8, 8, 8)})
     gan = build_gan(config)
     state = gan.init_state(0)
-    generators = Generators(pathlib.Path("untrained"), (Run(
+    return Generators(pathlib.Path("untrained"), (Run(
         gan, state.ema_params, state.g_batch_stats, tuple(config.classes),
         pathlib.Path("untrained")),))
+
+
+@pytest.mark.slow
+def test_evaluation_samples_never_repeat_the_synthesized_training_images():
+    from gan.sample import evaluation_seed
+
+    generators = untrained_generators()
     per_class = {"disgust": 6, "fear": 6}
     for seed in (0, 5):
         assert evaluation_seed(seed) == evaluation_seed(seed) != seed
@@ -212,3 +219,15 @@ def test_evaluation_samples_never_repeat_the_synthesized_training_images():
         assert not shared.any()
     # The streams stay apart for every synthesis seed below 2**28.
     assert {evaluation_seed(seed) >> 28 for seed in range(100)} == {1}
+
+
+@pytest.mark.slow
+def test_shared_latents_give_each_position_one_latent_whatever_the_label():
+    generators = untrained_generators()
+    mixed = generators.with_shared_latents([1, 3, 1, 3], seed=7)
+    disgust = generators.with_shared_latents([1, 1, 1, 1], seed=7)
+    happy = generators.with_shared_latents([3, 3, 3, 3], seed=7)
+    np.testing.assert_array_equal(mixed[[0, 2]], disgust[[0, 2]])
+    np.testing.assert_array_equal(mixed[[1, 3]], happy[[1, 3]])
+    assert not np.array_equal(disgust, happy)  # the label changes the face
+    assert not np.array_equal(disgust[0], disgust[1])  # positions have their own latents
