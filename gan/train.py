@@ -36,7 +36,7 @@ from fer_jax.data import load_from_config
 from fer_jax.data.augment import to_float
 from fer_jax.data.dataset import FerData, Split
 from fer_jax.errors import FerError
-from gan import losses, models
+from gan import losses, models, quality
 from gan.input_pipeline import BalancedBatches
 
 PyTree = Any
@@ -118,6 +118,15 @@ def _batch_statistics(generator: nn.Module, latent_dim: int, truncation: float, 
                                  mutable=["batch_stats"])
     return jax.tree_util.tree_map(lambda x: x / (1.0 - models.BN_MOMENTUM),
                                   updated["batch_stats"])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _discriminator_logits(discriminator: nn.Module, params, batch_stats, images, labels):
+    """``discriminator``'s logits ``[B]`` of uint8 images ``[B, 48, 48]`` in inference mode,
+    without augmentation."""
+    logits = discriminator.apply({"params": params, "batch_stats": batch_stats},
+                                 to_float(images) * 2.0 - 1.0, labels, train=False)
+    return logits.reshape(-1)
 
 
 def ema_decay_at(step, decay: float, warmup_steps: int):
@@ -249,16 +258,19 @@ class Gan:
         labels = np.asarray(labels, np.int32)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(seed),
                                                        jnp.arange(len(labels)))
-        chunks = []
-        for start in range(0, len(labels), batch_size):
-            chunk = labels[start:start + batch_size]
-            pad = batch_size - len(chunk)  # one shape: one compilation
-            images = _generate_uint8(self.sampler, self.hparams.latent_dim, float(truncation),
-                                     params, batch_stats, jnp.pad(keys[start:start + len(chunk)],
-                                                          ((0, pad), (0, 0))),
-                                     np.pad(chunk, (0, pad)))
-            chunks.append(np.asarray(images)[:len(chunk)])
-        return np.concatenate(chunks) if chunks else np.zeros((0, 48, 48), np.uint8)
+        generate = functools.partial(_generate_uint8, self.sampler, self.hparams.latent_dim,
+                                     float(truncation), params, batch_stats)
+        return _padded_batches(generate, (keys, labels), batch_size, empty=(0, 48, 48),
+                               dtype=np.uint8)
+
+    def discriminator_logits(self, state: GANState, images, labels,
+                             batch_size: int = 256) -> np.ndarray:
+        """float32 ``[N]``: the discriminator's logits of uint8 ``images`` ``[N, 48, 48]`` of
+        canonical ``labels`` (inference mode, no augmentation)."""
+        logits = functools.partial(_discriminator_logits, self.discriminator, state.d_params,
+                                   state.d_batch_stats)
+        return _padded_batches(logits, (np.asarray(images), np.asarray(labels, np.int32)),
+                               batch_size, empty=(0,), dtype=np.float32)
 
     def standing_stats(self, params, batch_stats, classes, *, truncation: float = 0.0,
                        batch_size: int = 256, num_batches: int = 16, seed: int = 0):
@@ -371,6 +383,21 @@ class Gan:
         return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
 
+def _padded_batches(fn, arrays, batch_size: int, *, empty: tuple[int, ...],
+                    dtype) -> np.ndarray:
+    """``fn(*batch)`` over ``batch_size`` rows of ``arrays`` at a time, each batch padded to
+    ``batch_size`` rows (one shape: one compilation), results concatenated (``empty`` shaped
+    when there are no rows)."""
+    total = len(arrays[0])
+    chunks = []
+    for start in range(0, total, batch_size):
+        rows = min(batch_size, total - start)
+        padded = [np.pad(np.asarray(a[start:start + rows]),
+                         [(0, batch_size - rows)] + [(0, 0)] * (np.ndim(a) - 1)) for a in arrays]
+        chunks.append(np.asarray(fn(*padded))[:rows])
+    return np.concatenate(chunks) if chunks else np.zeros(empty, dtype)
+
+
 def class_grid(gan: Gan, params, batch_stats, classes, per_class: int, seed: int,
                truncation: float = 0.0) -> np.ndarray:
     """uint8 ``[len(classes), per_class, 48, 48]`` generator samples, one row per class."""
@@ -381,10 +408,11 @@ def class_grid(gan: Gan, params, batch_stats, classes, per_class: int, seed: int
 
 # --------------------------------------------------------------------------------- the run
 GRID_SEED = 1234  # fixed latents for the sample grids, so grids of successive steps compare
+MONITOR_SEED = 4321  # fixed latents for the fakes of the overfitting monitor
 # Config keys that may change when a run resumes: presentation, and what experiments.train_gan
 # (not the fit) reads.
 PRESENTATION_KEYS = ("log_every", "checkpoint_every", "sample_every", "grid_columns",
-                     "keep_checkpoints", "baseline", "eval")
+                     "keep_checkpoints", "overfit_every", "overfit_per_class", "baseline", "eval")
 
 
 def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -> Gan:
@@ -393,15 +421,45 @@ def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -
     return Gan(config.model, GanHparams.from_config(config[config.model]), axis_name)
 
 
+def monitor_faces(split: Split, classes, per_class: int, seed: int) -> Split:
+    """Up to ``per_class`` faces of each of ``classes`` from ``split``, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(split.labels == EMOTION_INDEX[name]))[:per_class]
+              for name in classes]
+    return split.take(np.concatenate(chosen))
+
+
+def overfitting_monitor(gan: Gan, train_faces: Split, heldout_faces: Split, seed: int):
+    """A :class:`fer_jax.loop.Periodic` ``run``: the discriminator's per-class overfitting
+    (:func:`gan.quality.d_gap_per_class`) on ``heldout_faces``, ``train_faces`` and as many
+    fakes of the current generator (seeded ``seed``, labels of ``train_faces``), as the record
+    ``{"d_overfit": {class: ...}, "d_overfit/<class>": overfit}`` (scalars for TensorBoard)."""
+    labels = train_faces.labels
+
+    def run(step: int, state: GANState, _) -> dict:
+        fakes = gan.sample(state.g_params, state.g_batch_stats, labels, seed)
+        report = quality.d_gap_per_class(
+            gan.discriminator_logits(state, heldout_faces.images, heldout_faces.labels),
+            heldout_faces.labels, gan.discriminator_logits(state, train_faces.images, labels),
+            labels, gan.discriminator_logits(state, fakes, labels), labels)
+        return {"d_overfit": report,
+                **{f"d_overfit/{name}": values["overfit"] for name, values in report.items()
+                   if values["overfit"] is not None}}
+    return run
+
+
 def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
-        source: str = "training data") -> dict:
+        source: str = "training data", heldout: Split | None = None) -> dict:
     """Trains one GAN on ``split`` in ``workdir`` on :func:`fer_jax.loop.run` (resuming from
     its latest checkpoint; a NaN/Inf rolls back with both learning rates lowered).
 
-    Batches draw classes of ``config.classes`` as ``config.class_sampling`` says. SIGTERM/SIGINT checkpoint and
-    return early (``summary["interrupted"]``). Writes ``metrics.jsonl``, TensorBoard events and
-    ``samples/step_XXXXXX.png``. Returns a summary: steps, rollbacks, learning rates, the last
-    logged losses, iterations per second.
+    Batches draw classes of ``config.classes`` as ``config.class_sampling`` says.
+    SIGTERM/SIGINT checkpoint and return early (``summary["interrupted"]``). Writes
+    ``metrics.jsonl``, TensorBoard events and ``samples/step_XXXXXX.png``; with ``heldout``
+    faces (never trained on) and ``config.overfit_every`` > 0, also the discriminator's
+    per-class overfitting every ``config.overfit_every`` steps (:func:`overfitting_monitor` on
+    ``config.overfit_per_class`` faces per class). Returns a summary: steps, rollbacks,
+    learning rates, the last logged losses, iterations per second.
     """
     workdir = pathlib.Path(workdir)
     placement = parallel.make_placement(config.parallel)
@@ -412,13 +470,22 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
     def sample_grid(step: int, state: GANState, _) -> None:
         save_grid(gan, state, config, workdir / "samples" / f"step_{step:06d}.png")
 
+    periodic = [loop.Periodic(config.sample_every, sample_grid)]
+    if heldout is not None and config.overfit_every > 0:
+        heldout_faces, train_faces = (
+            monitor_faces(faces, config.classes, config.overfit_per_class, config.seed)
+            for faces in (heldout, split))
+        if len(heldout_faces):
+            periodic.append(loop.Periodic(config.overfit_every, overfitting_monitor(
+                gan, train_faces, heldout_faces, MONITOR_SEED)))
+
     task = loop.Task(
         name=f"{config.model} {workdir.name}", config=json.loads(config.to_json_best_effort()),
         seed=config.seed, num_steps=config.num_steps, batch_size=config.batch_size,
         init_state=lambda: gan.init_state(config.seed), state_template=gan.state_template,
         step=parallel.compile_step(gan.train_step, placement, num_consts=1),
         consts=(placement.replicate(batches.images),), batch=batches.batch,
-        periodic=(loop.Periodic(config.sample_every, sample_grid),),
+        periodic=tuple(periodic),
         describe=lambda step, state: learning_rates(state), guard_ignores=PRESENTATION_KEYS)
     result = loop.run(task, workdir, placement, loop.Schedule(
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
@@ -449,21 +516,23 @@ def train_gan(config: ml_collections.ConfigDict, workdir, data: FerData | None =
 
     ``"cgan"``: one conditional GAN over ``config.classes`` in ``workdir``. ``"dcgan"``: the
     baseline, one unconditional DCGAN per class of ``config.classes`` in ``workdir/<class>``
-    (on that class's images only). Runs resume from their latest checkpoints. Returns
+    (on that class's images only). The val split is the held-out set of the discriminator's
+    overfitting monitor (see :func:`fit`). Runs resume from their latest checkpoints. Returns
     ``{"model", "data", "synthetic_data", "runs": {run name: fit summary}}``.
     """
     workdir = pathlib.Path(workdir)
     data = load_from_config(config.data) if data is None else data
-    split = data.split("train")
+    split, heldout = data.split("train"), data.split("val")
     if config.model == "cgan":
-        runs = {"cgan": fit(config, workdir, split, source=data.source)}
+        runs = {"cgan": fit(config, workdir, split, source=data.source, heldout=heldout)}
     else:
         runs = {}
         for name in config.classes:
             single = config.copy_and_resolve_references()
             single.classes = (name,)
             members = np.flatnonzero(split.labels == EMOTION_INDEX[name])
-            runs[name] = fit(single, workdir / name, split.take(members), source=data.source)
+            runs[name] = fit(single, workdir / name, split.take(members), source=data.source,
+                             heldout=heldout)
             if runs[name]["interrupted"]:
                 break
     return {"model": config.model, "data": data.source, "synthetic_data": data.synthetic,

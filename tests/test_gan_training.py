@@ -28,7 +28,8 @@ def tiny_config(**overrides):
                         "latent_dim": 8})
     config.dcgan.update({"g_channels": (16, 8, 8), "d_channels": (8, 8), "latent_dim": 8})
     config.update({"classes": CLASSES, "batch_size": 8, "num_steps": 6, "log_every": 1,
-                   "checkpoint_every": 2, "sample_every": 6, "grid_columns": 2})
+                   "checkpoint_every": 2, "sample_every": 6, "grid_columns": 2,
+                   "overfit_every": 3, "overfit_per_class": 8})
     config.update(overrides)
     return config
 
@@ -128,8 +129,16 @@ def test_training_writes_checkpoints_logs_and_grids(trained):
     assert summary["steps"] == 6 and summary["rollbacks"] == 0
     assert summary["it_per_s"] > 0
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
-    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in records)
+    losses = [r for r in records if "d_loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in losses)
+    monitored = [r for r in records if "d_overfit" in r]
+    assert [r["step"] for r in monitored] == [3, 6]  # every overfit_every steps
+    for record in monitored:
+        assert set(record["d_overfit"]) == set(CLASSES)  # each has held-out (val) faces
+        for name, values in record["d_overfit"].items():
+            assert values["gap"] == pytest.approx(values["train"] - values["heldout"])
+            assert record[f"d_overfit/{name}"] == values["overfit"]
     assert (workdir / "samples" / "step_000006.png").stat().st_size > 0
     assert list((workdir / "tensorboard").iterdir())
     assert int(restore(workdir).state.step) == 6
@@ -161,10 +170,11 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(trained, tiny_data,
     summary = train.train_gan(tiny_config(), workdir, data=tiny_data)["runs"]["cgan"]
     assert summary["steps"] == 6
     assert_trees_equal(restore(workdir).state, restore(reference).state)
-    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    expected = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]
-    assert [r["d_loss"] for r in logged] == [r["d_loss"] for r in expected]
+    logged, expected = ([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+                        for run in (workdir, reference))
+    assert [r["step"] for r in logged if "d_loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert ([r.get("d_loss", r.get("d_overfit")) for r in logged]
+            == [r.get("d_loss", r.get("d_overfit")) for r in expected])
 
 
 def test_a_rollback_halves_both_gan_learning_rates():
@@ -378,3 +388,18 @@ def test_an_unevaluated_quality_truncation_is_refused_before_training(tmp_path):
     with pytest.raises(FerError, match="quality_truncation=0.5 is not one of"):
         experiment.train_and_evaluate(config, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_overfitting_monitor_sees_no_gap_when_held_out_faces_are_the_training_faces(tiny_data):
+    gan = train.build_gan(tiny_config())
+    state = gan.init_state(0)
+    faces = train.monitor_faces(tiny_data.split("train"), CLASSES, 5, seed=0)
+    heldout = train.monitor_faces(tiny_data.split("val"), CLASSES, 5, seed=0)
+    assert faces.counts()["disgust"] == 5 and heldout.counts()["disgust"] == 2  # all there are
+    same = train.overfitting_monitor(gan, faces, faces, seed=0)(0, state, {})
+    assert set(same["d_overfit"]) == set(CLASSES)
+    for name, values in same["d_overfit"].items():
+        assert values["gap"] == 0.0 and same[f"d_overfit/{name}"] == 0.0
+    apart = train.overfitting_monitor(gan, faces, heldout, seed=0)(0, state, {})
+    assert all(values["gap"] != 0.0 for values in apart["d_overfit"].values())
+    assert apart["d_overfit"]["happy"]["fake"] == same["d_overfit"]["happy"]["fake"]

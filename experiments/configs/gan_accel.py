@@ -27,6 +27,7 @@ def get_config():
     config.log_every = 100
     config.checkpoint_every = 2000
     config.sample_every = 2000
+    config.overfit_every = 2000
     config.baseline.classes = EMOTIONS
     config.baseline.num_steps = 10000
     config.eval.samples_per_class = 2000

@@ -46,6 +46,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 40
     config.sample_every = 50
     config.grid_columns = 8
+    # The discriminator's per-class overfitting (gan.quality.d_gap_per_class on up to
+    # overfit_per_class held-out val, training and fake faces per class) logged to
+    # metrics.jsonl every overfit_every steps (0 = off).
+    config.overfit_every = 50
+    config.overfit_per_class = 64
     config.keep_checkpoints = 2
     config.max_rollbacks = 3          # divergence guard: NaN/inf -> last checkpoint, lr x factor
     config.rollback_lr_factor = 0.5

@@ -27,6 +27,7 @@ def get_config():
     config.log_every = 50
     config.checkpoint_every = 500
     config.sample_every = 500
+    config.overfit_every = 500
     config.baseline.classes = EMOTIONS          # the DCGAN baseline: one per class
     config.baseline.num_steps = 800
     config.eval.samples_per_class = 1000
