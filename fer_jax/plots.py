@@ -129,6 +129,26 @@ def save_recall_bars_png(reports: Mapping[str, Mapping], path,
     _save(fig, path)
 
 
+def save_dose_response_png(doses: Sequence[float], series: Mapping[str, Sequence], path, *,
+                           xlabel: str, ylabel: str, title: str = "") -> None:
+    """One line per series over ``doses``: ``{label: [(mean, half_width) | None per dose]}``
+    (error bars of the half-widths, NaN ones drawn without a bar; None: not measured)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        measured = [(dose, *point) for dose, point in zip(doses, points) if point is not None]
+        if not measured:
+            continue
+        xs, means, halves = (np.asarray(column, np.float64) for column in zip(*measured))
+        ax.errorbar(xs, means, yerr=np.nan_to_num(halves), marker="o", capsize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(list(doses))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    _save(fig, path)
+
+
 def _save(fig, path) -> None:
     path = pathlib.Path(os.fspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -225,3 +225,23 @@ def _draw(rng: np.random.Generator, indices: np.ndarray, count: int) -> np.ndarr
 
 def _shuffled(rng: np.random.Generator, parts: list[np.ndarray]) -> np.ndarray:
     return rng.permutation(np.concatenate([np.zeros(0, np.int64), *parts]).astype(np.int64))
+
+
+def nested_class_subsets(labels: np.ndarray, label: int, sizes: Iterable[int], *,
+                         seed: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Nested seeded subsets of one class, every other class kept whole.
+
+    Returns ``(order, subsets)``: ``order``, the indices of class ``label`` in one seeded
+    permutation (the draw); ``subsets[k]``, the sorted indices into ``labels`` of every image
+    not of ``label`` plus the first ``k`` of ``order`` (so a smaller subset lies inside every
+    larger one).
+    """
+    labels = _check_labels(labels, "labels")
+    members = np.flatnonzero(labels == label)
+    sizes = sorted({int(k) for k in sizes})
+    if not sizes or sizes[0] < 0 or sizes[-1] > len(members):
+        raise FerDataError(f"subset sizes {sizes} of class {EMOTIONS[label]!r} must lie in "
+                           f"0..{len(members)} (its images)")
+    order = np.random.default_rng(seed).permutation(members)
+    others = np.flatnonzero(labels != label)
+    return order, {k: np.sort(np.concatenate([others, order[:k]])) for k in sizes}

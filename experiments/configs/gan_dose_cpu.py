@@ -1,0 +1,49 @@
+"""The GAN dose-response study on real FER-2013 on this 2-core CPU, sized to about 4 hours on
+ONE core: disgust training faces cut to k = 50, 100, 218 and 436 (all of them), three paired
+seeds, the logit-adjusted loss as the baseline recipe.
+
+Per k: a conditional GAN of ``gan_cpu``'s widths for 2000 steps, sampled at truncation 0.5
+(``gan_cpu`` measured disgust 12% -> 84% recognizable at 0.5), 600 faces of each class judged
+by the CPU classifier trained for 2 balanced epochs (1000 faces per class) on the subsampled
+real split, the gate at 0.5; then 3 arms x 3 seeds of ``cpu.py``'s network from scratch for 3
+epochs without EMA (GAN faces at most 3/4 of a class: up to 600 per kept class, 3k disgust).
+Nothing fine-tunes ``checkpoints/cpu``: it saw every disgust face.
+
+Estimate from measured one-core speeds (not run end to end): a run is 3 epochs of ~29-32k
+images at ~350 img/s, ~5 min, x 36 = 3 h; a GAN ~10 min at ~3.3 it/s, x 4 = 40 min; judges,
+synthesis and scoring ~15 min. About 4 h on an idle core; more while the other core trains.
+
+    nohup taskset -c 0 python -m experiments.gan_dose \\
+        --config experiments/configs/gan_dose_cpu.py \\
+        --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/gan_dose_cpu \\
+        > checkpoints/gan_dose_cpu.log 2>&1 &
+"""
+
+from experiments.configs import cpu, dose_base, gan_base, pipeline_base
+
+
+def get_config():
+    config = dose_base.get_config()
+    config.data.synthetic_sizes = None             # real data: pass --data
+    config.ks = (50, 100, 218, 436)
+    config.seeds = (0, 1, 2)
+    config.classifier = pipeline_base.classifier(cpu.get_config(), oversample=False,
+                                                 gan_mixing=False, num_epochs=3,
+                                                 warmup_epochs=0.3, ema_decay=0.0)
+    config.classifier.data.max_synthetic_share = 0.75
+    gan = config.gan_pipeline.gan
+    gan.cgan = gan_base.gan_hparams(embed_dim=32, latent_dim=64, ema_decay=0.999,
+                                    ema_warmup_steps=500, augment_p=0.0, ada_target=0.6,
+                                    ada_speed=0.001)
+    gan.batch_size = 64
+    gan.num_steps = 2000
+    gan.log_every = 50
+    gan.checkpoint_every = 500
+    gan.sample_every = 1000
+    config.gan_pipeline.synthesize.max_per_class = 600
+    config.gan_pipeline.synthesize.truncation = 0.5
+    config.gan_pipeline.judge = pipeline_base.classifier(cpu.get_config(), gan_mixing=False,
+                                                         num_epochs=2)
+    config.gan_pipeline.judge.data.target_per_class = 1000
+    config.gan_pipeline.judge.grouping = config.gan_pipeline.get_ref("setting")
+    return config
