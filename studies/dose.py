@@ -57,7 +57,8 @@ ARMS = ("baseline", "baseline_augment", "baseline_gan")
 GROUPING = classes.grouping("seven")
 METRICS = {"ap": "AP", "auroc": "AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
 COMPARED = {"ap": "AP", "macro_f1": "macro-F1", "accuracy": "accuracy"}
-WIN = "A beats B"  # stats.seed_paired_comparison's verdict when A (the arm) wins
+# stats.seed_paired_comparison's verdicts when A (the arm) or B (the baseline) wins
+WIN, LOSS = "A beats B", "B beats A"
 
 
 def run_name(k: int, arm: str, seed: int) -> str:
@@ -127,14 +128,17 @@ def answer(rates: list[dict], ks, minority: str) -> str:
     for rate in rates:
         if rate["verdict"] != WIN:
             continue
-        if rate["worth"] is None:
-            claims.append(f"more than {max(ks) - rate['k']} at k = {rate['k']} (beyond the "
-                          "measured range)")
+        if rate["worth"] is not None:
+            claims.append(f"{rate['worth']:.0f} real {minority} faces at k = {rate['k']}")
+        elif rate["k"] < max(ks):
+            claims.append(f"more than {max(ks) - rate['k']} real {minority} faces at "
+                          f"k = {rate['k']} (beyond the measured range)")
         else:
-            claims.append(f"{rate['worth']:.0f} at k = {rate['k']}")
+            claims.append(f"an unmeasured number of real {minority} faces at k = {rate['k']} "
+                          "(beyond the measured range)")
     if not claims:
         return f"GAN faces: no measurable benefit to {minority} AP at any k"
-    return f"GAN faces are worth {'; '.join(claims)} real {minority} faces"
+    return f"GAN faces are worth {'; '.join(claims)}"
 
 
 class Dose:
@@ -153,8 +157,9 @@ class Dose:
         if config.minority not in GROUPING.class_names:
             raise FerError(f"minority {config.minority!r} is not a class of "
                            f"{GROUPING.class_names}")
-        if not config.ks or not config.seeds:
-            raise FerError("the dose study needs at least one k (config.ks) and one seed")
+        if not config.ks or min(config.ks) < 1 or not config.seeds:
+            raise FerError(f"the dose study needs ks >= 1 (config.ks: {config.ks}) and at "
+                           f"least one seed (config.seeds: {config.seeds})")
         self.ks = sorted({int(k) for k in config.ks})
         self._data = None
         self._subsets = None
@@ -423,6 +428,11 @@ def table_rows(table: list[dict]) -> list[list[str]]:
             for row in table]
 
 
+def verdict_text(verdict: str, arm: str) -> str:
+    """A paired verdict in the arms' names."""
+    return {WIN: f"{ARM_LABELS[arm]} wins", LOSS: "baseline wins"}.get(verdict, verdict)
+
+
 def comparison_rows(comparisons: list[dict]) -> list[list[str]]:
     """Per comparison and metric: A, B, A - B, its CIs over seeds and images, the verdict."""
     rows = []
@@ -434,7 +444,8 @@ def comparison_rows(comparisons: list[dict]) -> list[list[str]]:
             rows.append([str(row["k"]), f"{ARM_LABELS[row['arm']]} vs baseline", name,
                          report.percent(metric["a"]), report.percent(metric["b"]),
                          f"{100 * metric['difference']:+.1f}", report.interval(metric["seed_ci"]),
-                         report.interval(metric["image_ci"]), metric["verdict"]])
+                         report.interval(metric["image_ci"]),
+                         verdict_text(metric["verdict"], row["arm"])])
     return rows
 
 
@@ -464,10 +475,10 @@ def render_report(dose: dict) -> str:
                "k, reaches the GAN arm's (a benefit is claimed only where the paired verdict "
                "says so)."), "",
               report.markdown_table(
-                  ("k", "GAN arm AP", "baseline AP", "verdict", "baseline matches at k",
+                  ("k", "GAN arm AP", "baseline AP", "verdict", "baseline reaches it at k",
                    "GAN faces worth"),
                   [[str(r["k"]), report.percent(r["gan_ap"]), report.percent(r["baseline_ap"]),
-                    r["verdict"],
+                    verdict_text(r["verdict"], "baseline_gan"),
                     "beyond the measured range" if r["equivalent_k"] is None
                     else f"{r['equivalent_k']:.0f}",
                     "n/a" if r["worth"] is None else f"{r['worth']:.0f}"]

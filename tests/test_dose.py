@@ -98,15 +98,22 @@ def test_the_answer_claims_a_benefit_only_where_the_verdict_says_so():
              {"k": 100, "verdict": "no measurable difference", "worth": 30.0},
              {"k": 200, "verdict": dose_lib.WIN, "worth": None}]
     assert dose_lib.answer(rates, (50, 100, 200), "disgust") == (
-        "GAN faces are worth 70 at k = 50; more than 0 at k = 200 (beyond the measured "
-        "range) real disgust faces")
+        "GAN faces are worth 70 real disgust faces at k = 50; an unmeasured number of real "
+        "disgust faces at k = 200 (beyond the measured range)")
+    rates[2]["k"] = 100
+    assert "more than 100 real disgust faces at k = 100" in dose_lib.answer(
+        rates, (50, 100, 200), "disgust")
     assert "no measurable benefit" in dose_lib.answer(rates[1:2], (50, 100, 200), "disgust")
 
 
-def test_the_baseline_must_be_a_plain_variant(tmp_path):
+def test_the_baseline_must_be_a_plain_variant_and_ks_positive(tmp_path):
     config = dose_base.get_config()
     config.baseline = "gan_oversampling"
     with pytest.raises(FerError, match="mixes no GAN faces"):
+        dose_lib.Dose(config, tmp_path)
+    config = dose_base.get_config()
+    config.ks = (0, 5)
+    with pytest.raises(FerError, match="ks >= 1"):
         dose_lib.Dose(config, tmp_path)
 
 
