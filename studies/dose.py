@@ -234,17 +234,18 @@ class Dose:
             row_names=[f"{name} ({'kept' if gate[name]['kept'] else 'rejected'})"
                        for name in synthesize.classes],
             title=f"k = {k}; kept: {', '.join(kept) or 'none'}")
-        outputs = {"gan": None, "repeats": None, "kept": kept, "slots": {}, "gate": gate}
-        if not kept:
-            print(f"  k = {k}: the recognizability gate kept no class; no GAN arm here")
-            return outputs
         faces = candidates.take(np.flatnonzero(
             np.isin(candidates.labels, [EMOTION_INDEX[name] for name in kept])))
         slots = self.slots(k, faces)
+        outputs = {"gan": None, "repeats": None, "kept": kept, "slots": slots, "gate": gate}
+        if not slots:
+            print(f"  k = {k}: no kept GAN face has a place in the training mix (kept: "
+                  f"{', '.join(kept) or 'none'}); no GAN arm here")
+            return outputs
         for name, split in (("gan", faces), ("repeats", self.repeats(k, slots))):
             gan_sample.write_npz(split, self.k_dir(k) / f"{name}.npz")
             outputs[name] = f"k{k}/{name}.npz"
-        return {**outputs, "slots": slots}
+        return outputs
 
     def slots(self, k: int, faces: Split) -> dict[str, int]:
         """Synthetic faces per class that an arm's training mix draws from ``faces``."""

@@ -11,7 +11,7 @@ import pytest
 from experiments import gan_dose
 from experiments.configs import dose_base
 from fer_jax.classes import EMOTION_INDEX
-from fer_jax.data import sampling
+from fer_jax.data import Split, sampling
 from fer_jax.errors import FerDataError, FerError
 from studies import dose as dose_lib
 
@@ -70,6 +70,22 @@ def test_subsampled_data_cuts_disgust_only_and_leaves_val_and_no_test(tmp_path):
     small = study.subsampled(4).split("train").images
     assert all(any(np.array_equal(full.split("train").images[i], image) for image in small)
                for i in recorded[:4])
+
+
+def test_real_repeats_fill_the_slots_the_gan_faces_take(tmp_path):
+    config = dose_base.get_config()
+    config.ks = (4,)
+    study = dose_lib.Dose(config, tmp_path)
+    study.stages.run("draw", study.draw, dict, label="draw")
+    faces = Split(np.full((70, 48, 48), 7, np.uint8), np.repeat(np.arange(7), 10).astype(np.int32))
+    slots = study.slots(4, faces)
+    # share 0.5 without oversampling: at most as many GAN faces as real ones, none for happy
+    assert slots["disgust"] == 4 and "happy" not in slots
+    assert all(count == 10 for name, count in slots.items() if name != "disgust")
+    repeats = study.repeats(4, slots)
+    assert {n: c for n, c in repeats.counts().items() if c} == slots
+    train_images = study.subsampled(4).split("train").images.reshape(-1, 48 * 48)
+    assert all((train_images == image.ravel()).all(axis=1).any() for image in repeats.images)
 
 
 # ----------------------------------------------------------------------------- exchange rate
