@@ -43,7 +43,7 @@ def get_config():
     config.gan_pipeline.synthesize.max_per_class = 600
     config.gan_pipeline.synthesize.truncation = 0.5
     config.gan_pipeline.judge = pipeline_base.classifier(cpu.get_config(), gan_mixing=False,
-                                                         num_epochs=2)
+                                                         num_epochs=2, ema_decay=0.0)
     config.gan_pipeline.judge.data.target_per_class = 1000
     config.gan_pipeline.judge.grouping = config.gan_pipeline.get_ref("setting")
     return config
