@@ -269,16 +269,19 @@ def test_ablation_summary_is_mean_and_t_interval_over_seeds():
     assert table[1][4:8] == ["50.0", "25.0", "n/a", "n/a"]
 
 
+# Tiny synthetic data and a tiny classifier: an ablation grid in seconds per run.
+TINY_ABLATION = ("--config.data.synthetic_sizes.num_train=420",
+                 "--config.data.synthetic_sizes.num_val=140",
+                 "--config.data.synthetic_sizes.num_test=140",
+                 "--config.classifier.num_epochs=1", "--config.classifier.model_kwargs.width=4",
+                 "--config.classifier.batch_size=32")
+
+
 def test_ablation_table_from_the_pipelines_synthetic_faces(pipeline_run, tmp_path, capsys):
     pipeline_workdir, _, _ = pipeline_run
     args = ["--workdir", str(tmp_path), "--config.settings=('six',)",
             "--config.variants=('gan_oversampling',)", "--config.seeds=(0,)",
-            f"--config.synthetic_npz={pipeline_workdir}",
-            "--config.data.synthetic_sizes.num_train=420",
-            "--config.data.synthetic_sizes.num_val=140",
-            "--config.data.synthetic_sizes.num_test=140",
-            "--config.classifier.num_epochs=1", "--config.classifier.model_kwargs.width=4",
-            "--config.classifier.batch_size=32"]
+            f"--config.synthetic_npz={pipeline_workdir}", *TINY_ABLATION]
     assert ablation.main(args) == 0
     result = json.loads((tmp_path / "ablation.json").read_text())
     rows = {(r["model"], r["variant"]): r for r in result["table"]}
@@ -342,11 +345,7 @@ def test_ablation_compares_every_variant_with_none_seed_by_seed(tmp_path):
     args = ["--workdir", str(tmp_path), "--config.settings=('seven',)",
             "--config.models=('flat',)",
             "--config.variants=('none','posthoc_logit_adjusted','logit_adjusted')",
-            "--config.seeds=(0,1)", "--config.data.synthetic_sizes.num_train=420",
-            "--config.data.synthetic_sizes.num_val=140",
-            "--config.data.synthetic_sizes.num_test=140",
-            "--config.classifier.num_epochs=1", "--config.classifier.model_kwargs.width=4",
-            "--config.classifier.batch_size=32"]
+            "--config.seeds=(0,1)", *TINY_ABLATION]
     assert ablation.main(args) == 0
     result = json.loads((tmp_path / "ablation.json").read_text())
     # The post-hoc variant scores the none runs: no run of its own.
