@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fer_jax import stats
+
 OBJECTIVES: tuple[str, ...] = ("balanced", "reference")
 
 
@@ -41,11 +43,11 @@ def per_class_recall(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 def _score(log_probs, labels, offsets, objective, reference) -> tuple[float, float]:
     """(objective, accuracy) of ``argmax(log_probs + offsets)``; compared lexicographically."""
     predictions = np.argmax(log_probs + offsets, axis=1)
-    recall = per_class_recall(labels, predictions, log_probs.shape[1])
-    present = ~np.isnan(recall)
     if objective == "balanced":
-        value = float(np.mean(recall[present]))
+        value = stats.balanced_accuracy(labels, predictions, log_probs.shape[1])
     else:
+        recall = per_class_recall(labels, predictions, log_probs.shape[1])
+        present = ~np.isnan(recall)
         value = float(np.min(recall[present] - reference[present]))
     return value, float(np.mean(predictions == labels))
 

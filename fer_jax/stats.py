@@ -85,16 +85,22 @@ def balanced_accuracy(labels, predictions, num_classes: int, weights=None):
 
 
 # ----------------------------------------------------------------------------- ranking
+def _ranking(scores) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, last_of_tie)``: indices by descending score (stable), and the positions in
+    that order where a run of tied scores ends (each tie one threshold)."""
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    return order, np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
+
+
 def average_precision(positives, scores, weights=None):
     """Average precision of ``scores`` for the boolean ``positives``: sum over score
     thresholds (descending, ties one threshold) of (recall step) x precision, as scikit-learn's
     ``average_precision_score``; NaN without positives. With ``weights`` ``[..., N]`` (image
     multiplicities), one per row."""
     positives = np.asarray(positives, bool)
-    scores = np.asarray(scores, np.float64)
-    order = np.argsort(-scores, kind="stable")
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
-    weights = np.ones(len(scores)) if weights is None else np.asarray(weights, np.float64)
+    order, last_of_tie = _ranking(scores)
+    weights = np.ones(len(order)) if weights is None else np.asarray(weights, np.float64)
     weights = weights[..., order]
     true_positives = np.cumsum(weights * positives[order], axis=-1)[..., last_of_tie]
     retrieved = np.cumsum(weights, axis=-1)[..., last_of_tie]
@@ -113,9 +119,7 @@ def precision_at_recall(positives, scores, recall: float) -> float:
     positives = np.asarray(positives, bool)
     if not positives.any():
         return float("nan")
-    scores = np.asarray(scores, np.float64)
-    order = np.argsort(-scores, kind="stable")
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
+    order, last_of_tie = _ranking(scores)
     true_positives = np.cumsum(positives[order])[last_of_tie]
     reached = np.flatnonzero(true_positives >= recall * positives.sum() - 1e-9)[0]
     return float(true_positives[reached] / (last_of_tie[reached] + 1))

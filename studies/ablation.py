@@ -238,23 +238,21 @@ class Ablation:
                 "split": split, "accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"],
                 "balanced_accuracy": stats.balanced_accuracy(labels, probs.argmax(1),
                                                              grouping.num_classes),
-                **self.minority_metrics(labels, probs, grouping), "posthoc_taus": taus,
+                **self.minority_metrics(scored, labels, probs), "posthoc_taus": taus,
                 "predictions": os.path.relpath(path, self.workdir), "report": scored}
 
-    def minority_metrics(self, labels, probs, grouping: classes.Grouping) -> dict:
-        """Disgust's recall at the argmax, its AP and AUROC (threshold-free) and its precision
-        at recall ``config.matched_recall`` (one operating point for every model); None in a
-        setting without disgust."""
+    def minority_metrics(self, scored: dict, labels, probs) -> dict:
+        """Disgust's recall at the argmax and its AP and AUROC (threshold-free; read from the
+        ``scored`` report) and its precision at recall ``config.matched_recall`` (one operating
+        point for every model); None in a setting without disgust."""
         keys = ("disgust_recall", "disgust_ap", "disgust_auroc", "disgust_precision_at_recall")
-        if "disgust" not in grouping.class_names:
+        if "disgust" not in scored["per_class"]:
             return dict.fromkeys(keys)
-        index = grouping.class_names.index("disgust")
-        positives = labels == index
-        return dict(zip(keys, (
-            float(np.mean(probs[positives].argmax(1) == index)),
-            stats.average_precision(positives, probs[:, index]),
-            stats.auroc(positives, probs[:, index]),
-            stats.precision_at_recall(positives, probs[:, index], self.config.matched_recall))))
+        disgust = scored["per_class"]["disgust"]
+        index = scored["classes"].index("disgust")
+        return dict(zip(keys, (disgust["recall"], disgust["ap"], disgust["auroc"],
+                               stats.precision_at_recall(labels == index, probs[:, index],
+                                                         self.config.matched_recall))))
 
     def cell_section(self, setting: str, model: str, variant: str, seed: int) -> dict:
         """What a cell's score depends on: how it is scored and the runs it reads."""
