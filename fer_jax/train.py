@@ -186,7 +186,8 @@ def epoch_indices(config: ml_collections.ConfigDict, prepared: PreparedData,
         prepared.real_train, prepared.synthetic, oversample=config.data.oversample,
         target_per_class=config.data.target_per_class,
         max_synthetic_share=config.data.max_synthetic_share,
-        classes=classes.grouping(config.grouping), seed=(config.seed, epoch))
+        classes=classes.grouping(config.grouping), seed=(config.seed, epoch),
+        synthetic_balance=config.data.synthetic_balance)
     return mix.indices
 
 

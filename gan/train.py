@@ -157,6 +157,7 @@ class GanHparams:
     augment_p: float
     ada_target: float
     ada_speed: float
+    ada_min_p: float
     ada_max_p: float
 
     def __post_init__(self):
@@ -334,7 +335,7 @@ class Gan:
         if hparams.ada_target > 0:
             augment_p = jnp.clip(
                 augment_p + hparams.ada_speed * jnp.sign(overfit - hparams.ada_target),
-                0.0, hparams.ada_max_p)
+                hparams.ada_min_p, hparams.ada_max_p)
         state = state.replace(d_params=optax.apply_updates(state.d_params, updates),
                               d_batch_stats=d_batch_stats, d_opt_state=d_opt_state,
                               augment_p=augment_p)

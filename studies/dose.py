@@ -253,7 +253,7 @@ class Dose:
         mix = sampling.build_training_mix(
             self.subsampled(k).split("train"), faces, oversample=variant.oversample,
             target_per_class=data.target_per_class, max_synthetic_share=data.max_synthetic_share,
-            classes=GROUPING)
+            classes=GROUPING, synthetic_balance=data.synthetic_balance)
         return {name: row["sampled_synthetic"] for name, row in mix.summary().items()
                 if row["sampled_synthetic"]}
 

@@ -48,28 +48,32 @@ def classifier_config(section: ml_collections.ConfigDict,
 
 
 def synthetic_per_class(train_counts: dict[str, int], names, *, grouping,
-                        mixes: list[tuple[int | None, float]],
+                        mixes: list[tuple[int | None, float, str]],
                         max_per_class: int) -> dict[str, int]:
     """Synthetic images to generate for each class of ``names`` in ``grouping``: as many as
     any training mix can use, at most ``max_per_class``. ``mixes``: ``(target_per_class,
-    max_synthetic_share)`` of each classifier that mixes them in; a mix tops a class up to its
-    target (default: the majority count), synthetic images being at most the share of it (see
+    max_synthetic_share, synthetic_balance)`` of each classifier that mixes them in; a mix
+    takes at most the share of a class's target (default: the majority count), and with
+    ``"gap"`` balance only up to the target (see
     :func:`fer_jax.data.sampling.build_training_mix`)."""
     majority = max(train_counts[name] for name in grouping.class_names)
     counts = {}
     for name in names:
         if name not in grouping.class_names:
             continue
-        usable = [min(target - train_counts[name], int(np.floor(share * target + 1e-9)))
-                  for target, share in ((t or majority, s) for t, s in mixes)]
+        usable = [min(target - train_counts[name] if balance == "gap" else target,
+                      int(np.floor(share * target + 1e-9)))
+                  for target, share, balance in ((t or majority, s, b) for t, s, b in mixes)]
         counts[name] = min(max(usable, default=0), max_per_class)
     return {name: n for name, n in counts.items() if n > 0}
 
 
-def _mixes(config) -> list[tuple[int | None, float]]:
-    """``(target_per_class, max_synthetic_share)`` of the classifiers with GAN mixing on."""
+def _mixes(config) -> list[tuple[int | None, float, str]]:
+    """``(target_per_class, max_synthetic_share, synthetic_balance)`` of the classifiers with
+    GAN mixing on."""
     sections = [config.flat] + [config.two_tier[m] for m in two_tier.MEMBERS]
-    return [(s.data.target_per_class, s.data.max_synthetic_share) for s in sections
+    return [(s.data.target_per_class, s.data.max_synthetic_share, s.data.synthetic_balance)
+            for s in sections
             if s.data.gan_mixing]
 
 
@@ -286,7 +290,8 @@ class Pipeline:
                     oversample=section.data.oversample,
                     target_per_class=section.data.target_per_class,
                     max_synthetic_share=section.data.max_synthetic_share,
-                    classes=classes.grouping(section.grouping), seed=section.seed)
+                    classes=classes.grouping(section.grouping), seed=section.seed,
+                    synthetic_balance=section.data.synthetic_balance)
                 mixes[name] = {"grouping": section.grouping, "images_per_epoch": len(mix),
                                "per_class": mix.summary()}
             print(report.mix_table(mixes["flat"]["per_class"]))

@@ -403,3 +403,21 @@ def test_overfitting_monitor_sees_no_gap_when_held_out_faces_are_the_training_fa
     apart = train.overfitting_monitor(gan, faces, heldout, seed=0)(0, state, {})
     assert all(values["gap"] != 0.0 for values in apart["d_overfit"].values())
     assert apart["d_overfit"]["happy"]["fake"] == same["d_overfit"]["happy"]["fake"]
+
+
+def test_ada_never_lowers_the_augmentation_probability_below_its_floor(tiny_data):
+    # A target above 1 is never reached (ADA's r_t is a mean of signs), so every step lowers
+    # p by ada_speed: 0.3 -> 0.2 -> 0.15 (the floor) -> 0.15.
+    config = tiny_config()
+    config.cgan.update({"augment_p": 0.3, "ada_target": 1.5, "ada_speed": 0.1,
+                        "ada_min_p": 0.15})
+    placement = parallel.make_placement("jit")
+    gan = train.build_gan(config)
+    step = parallel.compile_step(gan.train_step, placement, num_consts=1)
+    batches = input_pipeline.BalancedBatches.from_split(tiny_data.split("train"), CLASSES, 8, 0)
+    images, batch = placement.replicate(batches.images), placement.shard_batch(batches.batch(0))
+    state, seen = placement.replicate(gan.init_state(0)), []
+    for _ in range(3):
+        state, _ = step(state, batch, jax.random.PRNGKey(0), images)
+        seen.append(float(placement.unreplicate(state).augment_p))
+    np.testing.assert_allclose(seen, [0.2, 0.15, 0.15], atol=1e-6)

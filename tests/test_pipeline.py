@@ -236,20 +236,24 @@ def test_synthetic_counts_fill_the_gap_up_to_the_caps():
               "neutral": 70}
     names = ("disgust", "angry", "fear", "surprise")
     # Target = majority (100), share 0.5: gap to 100, at most 50, at most max_per_class.
-    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[(None, 0.5)],
+    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[(None, 0.5, "gap")],
                                             max_per_class=45) == \
         {"disgust": 45, "angry": 45, "fear": 10}
     # Several mixes: the largest need; a target of 60 needs nothing for fear (90 real).
     assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN,
-                                            mixes=[(60, 1.0), (None, 0.2)],
+                                            mixes=[(60, 1.0, "gap"), (None, 0.2, "gap")],
                                             max_per_class=1000) == \
         {"disgust": 55, "angry": 20, "fear": 10}
     assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[],
                                             max_per_class=1000) == {}
     # The 6-class setting has no disgust to synthesize.
     assert pipeline_lib.synthetic_per_class(counts, ("disgust", "angry"), grouping=SIX,
-                                            mixes=[(None, 0.3)], max_per_class=1000) == \
+                                            mixes=[(None, 0.3, "gap")], max_per_class=1000) == \
         {"angry": 30}
+    # equal balance: every class may take the share of the target, majority ones too
+    assert pipeline_lib.synthetic_per_class(counts, ("happy", "fear"), grouping=SEVEN,
+                                            mixes=[(None, 0.3, "equal")],
+                                            max_per_class=1000) == {"happy": 30, "fear": 30}
 
 
 def test_ablation_summary_is_mean_and_t_interval_over_seeds():

@@ -110,6 +110,24 @@ def test_training_mix_share_cap_holds_per_class():
                         share, oversample, name)
 
 
+def test_training_mix_equal_balance_gives_every_class_the_same_synthetic_count():
+    real = _split(COUNTS)  # target 20 (the majority), share 0.25: cap 5 per class
+    synthetic = _split([0, 30, 3, 30, 4, 30, 30], fill=200)
+    summary = build_training_mix(real, synthetic, max_synthetic_share=0.25, seed=0,
+                                 classes=range(7), synthetic_balance="equal").summary()
+    # fear has 3 synthetic faces, the fewest of the classes that have any (and are not sad,
+    # which has no real faces): every class with synthetic faces gets 3, majority ones too.
+    assert {n: r["sampled_synthetic"] for n, r in summary.items()} == {
+        "angry": 0, "disgust": 3, "fear": 3, "happy": 3, "sad": 0, "surprise": 3, "neutral": 3}
+    assert all(r["sampled"] == (20 if r["real"] else 0) for r in summary.values())
+    # gap balance on the same inputs: nothing for the majority class (happy, 20 real)
+    gap = build_training_mix(real, synthetic, max_synthetic_share=0.25, seed=0,
+                             classes=range(7)).summary()
+    assert gap["happy"]["sampled_synthetic"] == 0
+    with pytest.raises(ValueError, match="synthetic_balance"):
+        build_training_mix(real, synthetic, synthetic_balance="minority")
+
+
 def test_training_mix_without_oversampling():
     real = _split(COUNTS)
     synthetic = _split([30] * 7)

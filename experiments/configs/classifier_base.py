@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
         "target_per_class": config_dict.placeholder(int),
         "synthetic_npz": config_dict.placeholder(str),  # GAN images .npz to mix in
         "max_synthetic_share": 0.5,
+        # "gap": synthetic faces top minority classes up to the target | "equal": every class
+        # with synthetic faces gets the same number (sampling.build_training_mix)
+        "synthetic_balance": "gap",
         "gan_mixing": False,                            # pipelines: mix the pipeline's GAN faces
     })
     config.augment = ml_collections.ConfigDict({

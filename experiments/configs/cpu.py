@@ -17,7 +17,7 @@ def get_config():
     config.model = "compact"
     config.model_kwargs = {"width": 16, "multipliers": (2, 6, 16), "dense": 256, "dropout": 0.3}
     config.batch_size = 128
-    config.num_epochs = 64
+    config.num_epochs = 40
     config.optimizer = "adamw"
     config.learning_rate = 2e-3
     config.weight_decay = 0.05        # decoupled (AdamW), kernels only

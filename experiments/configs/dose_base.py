@@ -24,6 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
     # data.max_synthetic_share caps the GAN faces' share of a class.
     config.classifier = pipeline_base.classifier(classifier_base.get_config(), oversample=False,
                                                  gan_mixing=False, num_epochs=1, batch_size=32)
+    # Every class the gate keeps gets the same number of GAN faces (no minority-only shortcut
+    # that teaches "GAN-looking = disgust"); the other arms' repeats fill the same slots.
+    config.classifier.data.synthetic_balance = "equal"
     # baseline_augment: the classifier's augmentation with these overrides (the null control).
     config.heavy_augment = ml_collections.ConfigDict({
         "max_shift": 6, "max_rotation_deg": 20.0, "brightness": 0.3, "contrast": 0.3,
@@ -35,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     # synthesis seed stream, a class kept when the judge recognizes it
     # (min_recognizability; gan.metrics.recognizability_gate).
     config.gan_pipeline = pipeline_base.get_config()
+    config.gan_pipeline.gan.class_sampling = "sqrt"   # rare classes seen less than uniformly
     config.gan_pipeline.synthesize.classes = EMOTIONS
     config.gan_pipeline.synthesize.max_per_class = 40
     config.gan_pipeline.judge.num_epochs = 1

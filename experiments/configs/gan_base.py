@@ -22,7 +22,8 @@ def gan_hparams(**overrides) -> ml_collections.ConfigDict:
         "augment_policy": ("translation", "cutout", "brightness"),  # DiffAugment ops
         "augment_p": 0.5,                # per-op probability (start value when ADA is on)
         "ada_target": 0.6,               # adapt p towards E[sign D(real)] = target (0 = fixed p)
-        "ada_speed": 0.005, "ada_max_p": 0.8,
+        # ADA keeps p in [ada_min_p, ada_max_p]: a floor > 0 keeps DiffAugment always on
+        "ada_speed": 0.005, "ada_min_p": 0.0, "ada_max_p": 0.8,
     })
     hparams.update(overrides)
     return hparams

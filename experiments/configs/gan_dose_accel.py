@@ -4,7 +4,8 @@ recipe (the best imbalance recipe of the 3-seed ablation, README). Per k: a mid-
 conditional GAN for 10000 steps at batch 256 sampled at
 truncation 0.5, 2000 faces of each class judged by the accelerator classifier (``accel.py``)
 trained for 10 epochs on the subsampled real split, the gate at 0.5; then 3 arms x 5 seeds of
-``accel.py`` from scratch for 15 epochs (GAN faces at most 3/4 of a class). Unverified: no
+``accel.py`` from scratch for 15 epochs (every kept class the same number of GAN faces, at
+most 1/4 of a class; classes drawn ∝ √count and DiffAugment always on in the GAN). Unverified: no
 accelerator has run it; at the accel check's ~5 s per epoch the 60 runs take ~1.5 h, the GANs
 are not timed.
 
@@ -23,12 +24,12 @@ def get_config():
     config.classifier = pipeline_base.classifier(accel.get_config(), oversample=False,
                                                  gan_mixing=False, num_epochs=15,
                                                  warmup_epochs=1.0)
-    config.classifier.data.max_synthetic_share = 0.75
+    config.classifier.data.max_synthetic_share = 0.25
     gan = config.gan_pipeline.gan
     gan.cgan = gan_base.gan_hparams(
         g_channels=(256, 128, 64, 32), d_channels=(32, 64, 128, 256), embed_dim=64,
         latent_dim=128, g_lr=1e-4, d_lr=4e-4, ema_decay=0.999, ema_warmup_steps=1000,
-        augment_p=0.0, ada_target=0.6, ada_speed=0.0005)
+        augment_p=0.2, ada_target=0.6, ada_speed=0.0005, ada_min_p=0.2)
     gan.batch_size = 256
     gan.num_steps = 10000
     gan.log_every = 100

@@ -1,18 +1,20 @@
-"""The GAN dose-response study on real FER-2013 on this 2-core CPU, sized to about 4 hours on
+"""The GAN dose-response study on real FER-2013 on this 2-core CPU, sized to about 2 hours on
 ONE core: disgust training faces cut to k = 50, 100, 218 and 436 (all of them), three paired
 seeds, oversampling as the baseline recipe (the best imbalance recipe of the 3-seed
 ablation, README).
 
-Per k: a conditional GAN of ``gan_cpu``'s widths for 2000 steps, sampled at truncation 0.5
-(``gan_cpu`` measured disgust 12% -> 84% recognizable at 0.5), 600 faces of each class judged
-by the CPU classifier trained for 2 balanced epochs (1000 faces per class) on the subsampled
-real split, the gate at 0.5; then 3 arms x 3 seeds of ``cpu.py``'s network from scratch for 3
-epochs without EMA (GAN faces at most 3/4 of a class: up to 600 per kept class, 3k disgust).
+Per k: a conditional GAN of ``gan_cpu``'s widths for 2000 steps (classes drawn ∝ √count,
+DiffAugment always on: ADA between p = 0.2 and 0.8), sampled at truncation 0.5 (``gan_cpu``
+measured disgust 12% -> 84% recognizable at 0.5), 600 faces of each class judged by the CPU
+classifier trained for 2 balanced epochs (1000 faces per class) on the subsampled real split,
+the gate at 0.5; then 3 arms x 3 seeds of ``cpu.py``'s network from scratch for 3 balanced
+epochs of 2000 faces per class without EMA. Every kept class gets the same number of GAN faces
+(at most 1/4 of a class: 500 each), the other arms as many real repeats.
 Nothing fine-tunes ``checkpoints/cpu``: it saw every disgust face.
 
-Estimate from measured one-core speeds (not run end to end): a run is 3 epochs of ~29-32k
-images at ~350 img/s, ~5 min, x 36 = 3 h; a GAN ~10 min at ~3.3 it/s, x 4 = 40 min; judges,
-synthesis and scoring ~15 min. About 4 h on an idle core; more while the other core trains.
+Estimate from measured one-core speeds: a run is 3 epochs of 14k images at ~350 img/s,
+~2 min, x 36 = 75 min; a GAN ~10 min at ~3.3 it/s, x 4 = 40 min; judges, synthesis and
+scoring ~10 min.
 
     nohup taskset -c 0 python -m experiments.gan_dose \\
         --config experiments/configs/gan_dose_cpu.py \\
@@ -31,11 +33,11 @@ def get_config():
     config.classifier = pipeline_base.classifier(cpu.get_config(), oversample=False,
                                                  gan_mixing=False, num_epochs=3,
                                                  warmup_epochs=0.3, ema_decay=0.0)
-    config.classifier.data.max_synthetic_share = 0.75
+    config.classifier.data.max_synthetic_share = 0.25
     gan = config.gan_pipeline.gan
     gan.cgan = gan_base.gan_hparams(embed_dim=32, latent_dim=64, ema_decay=0.999,
-                                    ema_warmup_steps=500, augment_p=0.0, ada_target=0.6,
-                                    ada_speed=0.001)
+                                    ema_warmup_steps=500, augment_p=0.2, ada_target=0.6,
+                                    ada_speed=0.001, ada_min_p=0.2)
     gan.batch_size = 64
     gan.num_steps = 2000
     gan.log_every = 50
@@ -48,8 +50,7 @@ def get_config():
     config.gan_pipeline.judge.data.target_per_class = 1000
     config.gan_pipeline.judge.grouping = config.gan_pipeline.get_ref("setting")
     # The best imbalance recipe of the 3-seed ablation (README; logit adjustment cost accuracy
-    # and macro-F1 there); balanced epochs of ~4100 faces per class, about as long as the
-    # real split, as in ablation_cpu (equal_epoch_size).
+    # and macro-F1 there), in balanced epochs of 2000 faces per class (half the real split).
     config.baseline = "oversampling"
-    config.classifier.data.target_per_class = 4100
+    config.classifier.data.target_per_class = 2000
     return config

@@ -81,17 +81,30 @@ def mean_class_count(labels: np.ndarray, classes: ClassesArg = None) -> int:
     return max(1, round(int(np.isin(labels, kept).sum()) / len(kept)))
 
 
+SYNTHETIC_BALANCES = ("gap", "equal")
+
+
 def build_training_mix(real: Split, synthetic: Split | None = None, *, oversample: bool = True,
                        target_per_class: int | None = None, max_synthetic_share: float = 0.5,
-                       classes: ClassesArg = None, seed: int | tuple[int, ...] = 0) -> TrainingMix:
+                       classes: ClassesArg = None, seed: int | tuple[int, ...] = 0,
+                       synthetic_balance: str = "gap") -> TrainingMix:
     """Pools real and synthetic images and draws one epoch's class-balanced sample.
 
     Per class, with ``target`` defaulting to the largest real class count among ``classes``:
-    synthetic images first fill the gap between the real count and ``target``, capped so they
-    are at most ``max_synthetic_share`` of that class's draws; then, with ``oversample``, real
-    images are oversampled (:func:`oversample_indices` rules) up to ``target``. Without
-    ``oversample`` a class gets all its real images plus the capped synthetic top-up.
+    synthetic images are capped so they are at most ``max_synthetic_share`` of that class's
+    draws, and with ``synthetic_balance``
+
+    * ``"gap"``: they fill the gap between the real count and ``target`` (minority classes
+      only: a class at the target gets none);
+    * ``"equal"``: every class with synthetic images gets the same number of them, the
+      smallest class's capped count (no class is "the GAN-looking one").
+
+    Then, with ``oversample``, real images are drawn (:func:`oversample_indices` rules) up to
+    ``target``. Without ``oversample`` a class gets all its real images plus the synthetic ones.
     """
+    if synthetic_balance not in SYNTHETIC_BALANCES:
+        raise ValueError(f"synthetic_balance must be one of {SYNTHETIC_BALANCES}, got "
+                         f"{synthetic_balance!r}")
     if not isinstance(real, Split):
         raise TypeError(f"real must be a Split, got {type(real).__name__}")
     if len(real) == 0:
@@ -113,9 +126,7 @@ def build_training_mix(real: Split, synthetic: Split | None = None, *, oversampl
     synthetic_per_class = [np.flatnonzero(synthetic_labels == c) + len(real) for c in kept]
     target = _resolve_target(target_per_class, [len(idx) for idx in real_per_class])
 
-    rng = np.random.default_rng(seed)
-    drawn = []
-    for real_idx, synthetic_idx in zip(real_per_class, synthetic_per_class):
+    def synthetic_count(real_idx, synthetic_idx) -> int:
         num_real = len(real_idx)
         if oversample and num_real:
             cap = int(np.floor(max_synthetic_share * target + 1e-9))
@@ -124,7 +135,18 @@ def build_training_mix(real: Split, synthetic: Split | None = None, *, oversampl
         else:  # num_synthetic <= share * (num_real + num_synthetic)
             cap = int(np.floor(max_synthetic_share * num_real / (1.0 - max_synthetic_share)
                                + 1e-9))
-        num_synthetic = min(len(synthetic_idx), max(target - num_real, 0), cap)
+        gap = max(target - num_real, 0) if synthetic_balance == "gap" else len(synthetic_idx)
+        return min(len(synthetic_idx), gap, cap)
+
+    counts = [synthetic_count(r, s) for r, s in zip(real_per_class, synthetic_per_class)]
+    if synthetic_balance == "equal":  # over the classes with real and synthetic faces
+        both = [len(r) > 0 and len(s) > 0 for r, s in zip(real_per_class, synthetic_per_class)]
+        equal = min((n for n, b in zip(counts, both) if b), default=0)
+        counts = [equal if b else 0 for b in both]
+
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for real_idx, synthetic_idx, num_synthetic in zip(real_per_class, synthetic_per_class, counts):
         drawn.append(rng.choice(synthetic_idx, num_synthetic, replace=False))
         drawn.append(_draw(rng, real_idx, target - num_synthetic) if oversample else real_idx)
     return TrainingMix(pool=pool, indices=_shuffled(rng, drawn), is_synthetic=is_synthetic,
