@@ -25,6 +25,7 @@ def get_config():
                                                  gan_mixing=False, num_epochs=15,
                                                  warmup_epochs=1.0)
     config.classifier.data.max_synthetic_share = 0.25
+    config.classifier.data.synthetic_balance = "equal"
     gan = config.gan_pipeline.gan
     gan.cgan = gan_base.gan_hparams(
         g_channels=(256, 128, 64, 32), d_channels=(32, 64, 128, 256), embed_dim=64,

@@ -34,6 +34,7 @@ def get_config():
                                                  gan_mixing=False, num_epochs=3,
                                                  warmup_epochs=0.3, ema_decay=0.0)
     config.classifier.data.max_synthetic_share = 0.25
+    config.classifier.data.synthetic_balance = "equal"
     gan = config.gan_pipeline.gan
     gan.cgan = gan_base.gan_hparams(embed_dim=32, latent_dim=64, ema_decay=0.999,
                                     ema_warmup_steps=500, augment_p=0.2, ada_target=0.6,
