@@ -33,11 +33,22 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Keys added to config schemas after runs were recorded, each with the value that reproduces
+# the behaviour from before it existed: a record without the key matches that value (and
+# None), so finished runs stay valid when the code grows an option they did not use.
+ADDED_KEYS: dict[str, Any] = {
+    "synthetic_balance": "gap",   # classifier data: synthetic faces fill minority gaps
+    "ada_min_p": 0.0,             # GAN hyperparameters: no floor under ADA's probability
+}
+
+
 def changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """Dotted paths where two JSON trees differ (e.g. ``["flat.num_epochs"]``)."""
+    """Dotted paths where two JSON trees differ (e.g. ``["flat.num_epochs"]``); a key the
+    saved tree lacks counts as its :data:`ADDED_KEYS` value (None for any other key)."""
     if isinstance(saved, dict) and isinstance(current, dict):
         return [key for k in sorted(set(saved) | set(current))
-                for key in changed_keys(saved.get(k), current.get(k), f"{prefix}{k}.")]
+                for key in changed_keys(saved.get(k, ADDED_KEYS.get(k)), current.get(k),
+                                        f"{prefix}{k}.")]
     return [] if saved == current else [prefix.rstrip(".") or "(everything)"]
 
 
@@ -71,7 +82,7 @@ def record(directory: str | os.PathLike, section: Any) -> None:
 def differences(directory: str | os.PathLike, section: Any) -> list[str]:
     """Changed keys between the section recorded in ``directory`` and ``section`` (empty when
     nothing is recorded or nothing changed; a key added since with the value None, e.g. a new
-    schema key left unset, changes nothing)."""
+    schema key left unset, or with its :data:`ADDED_KEYS` value changes nothing)."""
     saved = recorded(directory)
     if saved is None or saved["hash"] == config_hash(section):
         return []

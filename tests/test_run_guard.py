@@ -40,3 +40,12 @@ def test_a_new_key_left_unset_is_no_change(tmp_path):
     run_guard.check(tmp_path, section())
     run_guard.check(tmp_path, section(new_option=None))
     assert run_guard.differences(tmp_path, section(new_option=1)) == ["new_option"]
+
+
+def test_a_key_added_later_matches_old_records_only_at_its_legacy_value(tmp_path):
+    run_guard.check(tmp_path, section())   # recorded before data.synthetic_balance existed
+    legacy = section()
+    legacy.data.synthetic_balance = run_guard.ADDED_KEYS["synthetic_balance"]
+    run_guard.check(tmp_path, legacy)
+    legacy.data.synthetic_balance = "equal"
+    assert run_guard.differences(tmp_path, legacy) == ["data.synthetic_balance"]
