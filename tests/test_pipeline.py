@@ -121,9 +121,13 @@ def test_pipeline_writes_report_results_and_figures(pipeline_run):
         f"| {report.percent(two_tier_calibrated['accuracy'])} |")
     assert "fitted on all of val and applied to test" in markdown
     assert "## Synthetic faces: the recognizability gate" in markdown
-    assert "Kept and mixed into training: angry, disgust, fear, surprise." in markdown
+    # every class is synthesized and (the gate open) mixed, each the same number of faces
+    assert "Kept and mixed into training: angry, disgust, fear, happy, sad, surprise, " \
+        "neutral." in markdown
     assert "GAN samples after 2 steps, one row per candidate class; classes kept by the " \
-        "recognizability gate: angry, disgust, fear, surprise." in markdown
+        "recognizability gate: angry, disgust, fear, happy, sad, surprise, neutral." in markdown
+    assert len({c["sampled_synthetic"]
+                for c in results["mix"]["flat"]["per_class"].values()}) == 1
     assert f"commit `{block['commit']}`" in markdown and "## Reproducibility" in markdown
     for figure in ("confusion_flat", "confusion_two_tier", "recall_vs_seed", "gan_samples",
                    "curves"):
@@ -159,7 +163,7 @@ def test_the_gate_mixes_nothing_when_no_class_passes(pipeline_run, tmp_path):
         {**json.loads((trained / "results.json").read_text()), "synthetic": outputs})
     assert "**No class passed the gate: no synthetic face was mixed into training**" in markdown
     assert "classes kept by the recognizability gate: none. The rows of angry, disgust, fear, " \
-        "surprise are not recognizable faces of their class" in markdown
+        "happy, sad, surprise, neutral are not recognizable faces of their class" in markdown
 
 
 def test_the_data_stage_and_report_list_skipped_records(tmp_path):
@@ -236,8 +240,8 @@ def test_synthetic_counts_fill_the_gap_up_to_the_caps():
               "neutral": 70}
     names = ("disgust", "angry", "fear", "surprise")
     # Target = majority (100), share 0.5: gap to 100, at most 50, at most max_per_class.
-    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN, mixes=[(None, 0.5, "gap")],
-                                            max_per_class=45) == \
+    assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN,
+                                            mixes=[(None, 0.5, "gap")], max_per_class=45) == \
         {"disgust": 45, "angry": 45, "fear": 10}
     # Several mixes: the largest need; a target of 60 needs nothing for fear (90 real).
     assert pipeline_lib.synthetic_per_class(counts, names, grouping=SEVEN,

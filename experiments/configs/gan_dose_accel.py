@@ -1,13 +1,13 @@
 """The GAN dose-response study on real FER-2013 on one accelerator: disgust training faces cut
 to k = 50, 100, 218 and 436 (all of them), five paired seeds, oversampling as the baseline
 recipe (the best imbalance recipe of the 3-seed ablation, README). Per k: a mid-width
-conditional GAN for 10000 steps at batch 256 sampled at
-truncation 0.5, 2000 faces of each class judged by the accelerator classifier (``accel.py``)
+conditional GAN for 10000 steps at batch 256 sampled at truncation 0.5, 2000 faces of each
+class judged by the accelerator classifier (``accel.py``)
 trained for 10 epochs on the subsampled real split, the gate at 0.5; then 3 arms x 5 seeds of
 ``accel.py`` from scratch for 15 epochs (every kept class the same number of GAN faces, at
-most 1/4 of a class; classes drawn ∝ √count and DiffAugment always on in the GAN). Unverified: no
-accelerator has run it; at the accel check's ~5 s per epoch the 60 runs take ~1.5 h, the GANs
-are not timed.
+most 1/4 of a class; classes drawn ∝ √count and DiffAugment always on in the GAN).
+Unverified: no accelerator has run it; at the accel check's ~5 s per epoch the 60 runs take
+~1.5 h, the GANs are not timed.
 
     python -m experiments.gan_dose --config experiments/configs/gan_dose_accel.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/gan_dose_accel

@@ -7,20 +7,25 @@ import ml_collections
 from ml_collections import config_dict
 
 from experiments.configs import classifier_base, gan_base
+from fer_jax.classes import EMOTIONS
 
 # The default's classifiers: smoke net, 6 epochs of batch 32 (about half a minute each here).
 SMALL = {"num_epochs": 6, "batch_size": 32}
 
 
 def classifier(base: ml_collections.ConfigDict | None = None, *, oversample: bool = True,
-               gan_mixing: bool = True, **overrides) -> ml_collections.ConfigDict:
+               gan_mixing: bool = True, synthetic_balance: str = "equal",
+               **overrides) -> ml_collections.ConfigDict:
     """One classifier section: an engine config (default: the schema's, a narrow
     ``compact`` net) with ``overrides`` (e.g. ``num_epochs``). ``grouping`` is set by the
     pipeline (the setting for the flat model, the member groupings for two-tier);
-    ``data.gan_mixing`` mixes the pipeline's synthetic faces into its training epochs."""
+    ``data.gan_mixing`` mixes the pipeline's synthetic faces into its training epochs, every
+    class with kept faces the same number of them (``synthetic_balance="equal"``: no class is
+    "the GAN-looking one")."""
     config = classifier_base.get_config() if base is None else base
     config.data.oversample = oversample
     config.data.gan_mixing = gan_mixing
+    config.data.synthetic_balance = synthetic_balance
     config.update(overrides)
     return config
 
@@ -42,14 +47,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.gan.sample_every = 100
     config.gan.log_every = 25
 
-    # Synthetic faces of minority classes: per class, as many as the training mix can use
-    # (up to max_synthetic_share of the majority count), at most max_per_class. The
+    # Synthetic faces of every class: per class, as many as the training mixes can use (up to
+    # max_synthetic_share of a class's target), at most max_per_class. The
     # recognizability gate mixes a class only when the judge (below) labels at least
     # min_recognizability of its generated faces as that class, and at least that share of
     # the faces it labels as the class were generated as it (gan.metrics.recognizability_gate;
     # 0.5 = 3.5x chance in 7 classes; 0.0 mixes every class).
     config.synthesize = ml_collections.ConfigDict({
-        "classes": ("angry", "disgust", "fear", "surprise"), "max_per_class": 200, "seed": 0,
+        "classes": EMOTIONS, "max_per_class": 200, "seed": 0,
         "truncation": 0.0,    # > 0: latents truncated to [-t, t] (synthesize --truncation)
         "min_recognizability": 0.5})
     # The gate's judge: a classifier trained on the real training split only (never on GAN
