@@ -39,6 +39,7 @@ def config_hash(section: Any) -> str:
 ADDED_KEYS: dict[str, Any] = {
     "synthetic_balance": "gap",   # classifier data: synthetic faces fill minority gaps
     "ada_min_p": 0.0,             # GAN hyperparameters: no floor under ADA's probability
+    "conditioning": "embedding",  # GAN hyperparameters: label embedding + per-class CBN tables
 }
 
 

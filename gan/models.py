@@ -2,8 +2,9 @@
 
 * :class:`Generator` / :class:`Discriminator`: the class-conditional pair. The generator maps a
   latent ``z`` and a class label to an image through residual upsampling blocks
-  (6 -> 12 -> 24 -> 48) with conditional batch norm; the discriminator is a spectrally
-  normalised residual network with projection conditioning (Miyato & Koyama, 2018).
+  (6 -> 12 -> 24 -> 48) with conditional batch norm, conditioned either by per-class tables or
+  BigGAN-style (shared class embedding + hierarchical latent, see :data:`CONDITIONINGS`); the
+  discriminator is a spectrally normalised residual network with projection conditioning (Miyato & Koyama, 2018).
 * :class:`DCGANGenerator` / :class:`DCGANDiscriminator`: the unconditional baseline (one model
   per class, Radford et al. 2016 style, no spectral norm).
 
@@ -18,7 +19,7 @@ Layers that feed a batch norm have no bias (the norm removes it; its gradient wo
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,6 +28,11 @@ from fer_jax.classes import NUM_EMOTIONS
 
 BASE_SIZE = 6  # spatial size the generators start from: 6 -> 12 -> 24 -> 48
 BN_MOMENTUM = 0.9
+# How the cgan generator is conditioned on the label: "embedding" concatenates a class embedding
+# to z and uses per-class batch-norm tables; "hierarchical" (BigGAN) splits z into one chunk for
+# the input, one per generator block and one for the final norm, each joined with one shared
+# class embedding and projected linearly to the scale and shift of its batch norms.
+CONDITIONINGS = ("embedding", "hierarchical")
 
 
 def _upsample(x):
@@ -37,40 +43,75 @@ def _downsample(x):
     return nn.avg_pool(x, (2, 2), (2, 2))
 
 
+def _modulated_batch_norm(x, scale, shift, *, train: bool, axis_name: str | None):
+    """Batch norm without its own affine, then ``x * scale + shift`` with per-example
+    ``[B, C]`` scale and shift. Called inside a compact module (the norm is its submodule)."""
+    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, use_scale=False,
+                     use_bias=False, axis_name=axis_name)(x)
+    return x * scale[:, None, None, :] + shift[:, None, None, :]
+
+
 class ConditionalBatchNorm(nn.Module):
-    """Batch norm without its own affine, followed by a class-dependent scale and shift."""
+    """Conditional batch norm with per-class scale and shift tables (starting at 1 and 0);
+    conditioned on ``labels [B]``."""
 
     num_classes: int
     axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, labels, *, train: bool):
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, use_scale=False,
-                         use_bias=False, axis_name=self.axis_name)(x)
         features = x.shape[-1]
         scale = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones,
                          name="scale")(labels)
         shift = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros,
                          name="shift")(labels)
-        return x * scale[:, None, None, :] + shift[:, None, None, :]
+        return _modulated_batch_norm(x, scale, shift, train=train, axis_name=self.axis_name)
 
 
-class GeneratorBlock(nn.Module):
-    """Residual block that doubles the resolution: (CBN, ReLU, up, conv) x2 + up-conv shortcut."""
+class ProjectedBatchNorm(nn.Module):
+    """Conditional batch norm whose scale ``1 + W_scale c`` and shift ``W_shift c`` are linear
+    in a conditioning vector ``c [B, D]`` (BigGAN: latent chunk + shared class embedding).
+    Zero-initialised projections make it a plain batch norm at init."""
 
-    features: int
-    num_classes: int
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, labels, *, train: bool):
-        norm = functools.partial(ConditionalBatchNorm, self.num_classes, self.axis_name)
+    def __call__(self, x, condition, *, train: bool):
+        project = functools.partial(nn.Dense, x.shape[-1], use_bias=False,
+                                    kernel_init=nn.initializers.zeros)
+        scale = 1.0 + project(name="scale")(condition)
+        shift = project(name="shift")(condition)
+        return _modulated_batch_norm(x, scale, shift, train=train, axis_name=self.axis_name)
+
+
+class GeneratorBlock(nn.Module):
+    """Residual block that doubles the resolution: (CBN, ReLU, up, conv) x2 + up-conv shortcut.
+
+    Attributes:
+      norm: makes a conditional batch norm called as ``norm()(x, condition, train=...)``.
+    """
+
+    features: int
+    norm: Callable[[], nn.Module]
+
+    @nn.compact
+    def __call__(self, x, condition, *, train: bool):
         conv = functools.partial(nn.Conv, self.features, use_bias=False)
-        h = nn.relu(norm()(x, labels, train=train))
+        h = nn.relu(self.norm()(x, condition, train=train))
         h = conv((3, 3))(_upsample(h))
-        h = nn.relu(norm()(h, labels, train=train))
+        h = nn.relu(self.norm()(h, condition, train=train))
         h = conv((3, 3))(h)
         return h + conv((1, 1))(_upsample(x))
+
+
+def split_latent(z, num_chunks: int) -> list:
+    """``z [B, L]`` split into ``num_chunks`` equal chunks along the latent axis."""
+    latent_dim = z.shape[-1]
+    if latent_dim % num_chunks:
+        raise ValueError(f"hierarchical conditioning splits latent_dim={latent_dim} into "
+                         f"{num_chunks} equal chunks (input, one per generator block, final "
+                         f"norm); use a multiple of {num_chunks}")
+    return jnp.split(z, num_chunks, axis=-1)
 
 
 class Generator(nn.Module):
@@ -78,23 +119,35 @@ class Generator(nn.Module):
 
     Attributes:
       channels: feature widths at 6, 12, 24 and 48 pixels.
-      embed_dim: size of the class embedding concatenated to ``z``.
+      embed_dim: size of the class embedding.
+      conditioning: how the label enters (see :data:`CONDITIONINGS`).
     """
 
     num_classes: int = NUM_EMOTIONS
     channels: Sequence[int] = (256, 128, 64, 32)
     embed_dim: int = 32
+    conditioning: str = "embedding"
     axis_name: str | None = None
 
     @nn.compact
     def __call__(self, z, labels, *, train: bool):
-        h = jnp.concatenate([z, nn.Embed(self.num_classes, self.embed_dim)(labels)], axis=-1)
+        embedding = nn.Embed(self.num_classes, self.embed_dim)(labels)
+        num_norms = len(self.channels)  # one per upsampling block, and the final norm
+        if self.conditioning == "embedding":
+            norm = functools.partial(ConditionalBatchNorm, self.num_classes, self.axis_name)
+            h, conditions = jnp.concatenate([z, embedding], axis=-1), [labels] * num_norms
+        elif self.conditioning == "hierarchical":
+            norm = functools.partial(ProjectedBatchNorm, self.axis_name)
+            chunks = split_latent(z, num_norms + 1)
+            h, *conditions = (jnp.concatenate([chunk, embedding], axis=-1) for chunk in chunks)
+        else:
+            raise ValueError(f"unknown generator conditioning {self.conditioning!r}; expected "
+                             f"one of {CONDITIONINGS}")
         h = nn.Dense(BASE_SIZE * BASE_SIZE * self.channels[0], use_bias=False)(h)
         h = h.reshape(z.shape[0], BASE_SIZE, BASE_SIZE, self.channels[0])
-        for features in self.channels[1:]:
-            h = GeneratorBlock(features, self.num_classes, self.axis_name)(h, labels, train=train)
-        h = nn.relu(ConditionalBatchNorm(self.num_classes, self.axis_name)(h, labels,
-                                                                           train=train))
+        for features, condition in zip(self.channels[1:], conditions[:-1], strict=True):
+            h = GeneratorBlock(features, norm)(h, condition, train=train)
+        h = nn.relu(norm()(h, conditions[-1], train=train))
         return jnp.tanh(nn.Conv(1, (3, 3))(h))
 
 
@@ -188,12 +241,16 @@ class DCGANDiscriminator(nn.Module):
 
 def build(model: str, hparams, axis_name: str | None = None) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair of ``model`` ("cgan" or "dcgan"), with widths
-    ``hparams.g_channels`` / ``hparams.d_channels`` (and ``hparams.embed_dim`` for cgan)."""
+    ``hparams.g_channels`` / ``hparams.d_channels`` (and ``hparams.embed_dim`` and
+    ``hparams.conditioning`` for cgan; the unconditional dcgan refuses "hierarchical")."""
     if model == "cgan":
         return (Generator(channels=tuple(hparams.g_channels), embed_dim=hparams.embed_dim,
-                          axis_name=axis_name),
+                          conditioning=hparams.conditioning, axis_name=axis_name),
                 Discriminator(channels=tuple(hparams.d_channels)))
     if model == "dcgan":
+        if hparams.conditioning != "embedding":
+            raise ValueError(f"dcgan is unconditional (one model per class): conditioning "
+                             f"{hparams.conditioning!r} does not apply; keep 'embedding'")
         return (DCGANGenerator(channels=tuple(hparams.g_channels), axis_name=axis_name),
                 DCGANDiscriminator(channels=tuple(hparams.d_channels)))
     raise ValueError(f"unknown GAN model {model!r}; expected 'cgan' or 'dcgan'")

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from fer_jax import loop, parallel, plots
+from fer_jax import loop, parallel, plots, run_guard
 from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import load_from_config
 from fer_jax.data.augment import to_float
@@ -145,6 +145,7 @@ class GanHparams:
     g_channels: tuple[int, ...]
     d_channels: tuple[int, ...]
     embed_dim: int
+    conditioning: str
     latent_dim: int
     loss: str
     r1_gamma: float
@@ -167,10 +168,13 @@ class GanHparams:
     @classmethod
     def from_config(cls, config) -> GanHparams:
         """From a ``ConfigDict``/dict (sequences become tuples: saved JSON configs and configs
-        written as code give equal hyperparameters)."""
+        written as code give equal hyperparameters). A key added to the schema after a config
+        was saved takes its :data:`fer_jax.run_guard.ADDED_KEYS` value (the old behaviour)."""
         values = {key: tuple(value) if isinstance(value, (list, tuple)) else value
                   for key, value in dict(config).items()}
         fields = {field.name for field in dataclasses.fields(cls)}
+        values |= {key: run_guard.ADDED_KEYS[key] for key in fields - set(values)
+                   if key in run_guard.ADDED_KEYS}
         if set(values) != fields:
             raise FerError(f"GAN hyperparameters: unknown {sorted(set(values) - fields)}, "
                            f"missing {sorted(fields - set(values))}")

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,6 +87,101 @@ def test_spectral_norm_bounds_every_discriminator_layer_near_one(discriminator):
         kernel = flat_params[f"{parent}['{layer}']['{weight}']"]
         matrix = np.asarray(kernel).reshape(-1, kernel.shape[-1]) / float(flat_stats[key])
         assert np.linalg.svd(matrix, compute_uv=False)[0] == pytest.approx(1.0, abs=0.02), key
+
+
+def _flat(tree) -> dict:
+    return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.fixture(scope="module")
+def hierarchical_generator():
+    """Hierarchical generator (4 widths: 5 latent chunks of 2) whose zero-initialised
+    scale/shift projections are replaced by random ones, so every chunk reaches the image."""
+    module, variables = _initialised(
+        models.Generator(channels=(16, 8, 8, 8), embed_dim=4, conditioning="hierarchical"),
+        jnp.zeros((4, 10)), jnp.zeros(4, jnp.int32))
+    keys = iter(jax.random.split(KEY, 64))
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, w: (0.5 * jax.random.normal(next(keys), w.shape)
+                         if jax.tree_util.keystr(path).endswith(("['scale']['kernel']",
+                                                                  "['shift']['kernel']"))
+                         else w),
+        variables["params"])
+    return module, {**variables, "params": params}
+
+
+def test_hierarchical_generator_is_steered_by_the_label_and_every_latent_chunk(
+        hierarchical_generator):
+    module, variables = hierarchical_generator
+    apply = jax.jit(functools.partial(module.apply, train=False))
+    z = jax.random.normal(KEY, (1, 10))
+    images = apply(variables, jnp.repeat(z, 7, axis=0), jnp.arange(7))
+    assert images.shape == (7, 48, 48, 1)
+    assert float(jnp.max(jnp.abs(images))) <= 1.0
+    for a in range(7):
+        for b in range(a):
+            assert float(jnp.mean(jnp.abs(images[a] - images[b]))) > 1e-4, (a, b)
+    # Changing one chunk (input, block 1..3, final norm) alone changes the face of a label.
+    chunk_changed = jnp.repeat(z, 5, axis=0).reshape(5, 5, 2).at[jnp.arange(5), jnp.arange(5)].add(
+        1.0).reshape(5, 10)
+    reference = apply(variables, z, jnp.array([2]))
+    changed = apply(variables, chunk_changed, jnp.full(5, 2))
+    for chunk in range(5):
+        assert float(jnp.mean(jnp.abs(changed[chunk] - reference[0]))) > 1e-5, chunk
+
+
+def test_hierarchical_generator_has_one_shared_class_embedding(hierarchical_generator):
+    _, variables = hierarchical_generator
+    paths = _flat(variables["params"])
+    embeddings = [path for path in paths if path.endswith("['embedding']")]
+    assert embeddings == ["['Embed_0']['embedding']"]  # no per-block per-class tables
+    projections = [path for path in paths if path.endswith(("['scale']['kernel']",
+                                                            "['shift']['kernel']"))]
+    assert len(projections) == 2 * (2 * 3 + 1)  # scale + shift of 2 norms per block + final
+    assert all(paths[path].shape[0] == 2 + 4 for path in projections)  # chunk + embedding
+
+
+def test_conditional_batch_norms_start_as_a_plain_batch_norm():
+    x = jax.random.normal(KEY, (6, 3, 3, 5)) * 2.0 + 1.0
+    plain = nn.BatchNorm(use_running_average=False, use_scale=False, use_bias=False)
+    expected, _ = plain.apply(plain.init(KEY, x), x, mutable=["batch_stats"])
+    labels = jnp.arange(6) % 7
+    condition = jax.random.normal(KEY, (6, 9))
+    for norm, conditioned_on in ((models.ConditionalBatchNorm(7), labels),
+                                 (models.ProjectedBatchNorm(), condition)):
+        variables = norm.init(KEY, x, conditioned_on, train=True)
+        out, _ = norm.apply(variables, x, conditioned_on, train=True, mutable=["batch_stats"])
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_bad_conditioning_or_latent_size_is_refused():
+    from experiments.configs import gan_base
+
+    with pytest.raises(ValueError, match=r"latent_dim=12 into 5 equal chunks"):
+        models.Generator(channels=(8, 8, 8, 8), embed_dim=4, conditioning="hierarchical").init(
+            KEY, jnp.zeros((2, 12)), jnp.zeros(2, jnp.int32), train=False)
+    with pytest.raises(ValueError, match="unknown generator conditioning 'film'"):
+        generator, _ = models.build("cgan", gan_base.gan_hparams(conditioning="film"))
+        generator.init(KEY, jnp.zeros((2, 32)), jnp.zeros(2, jnp.int32), train=False)
+    with pytest.raises(ValueError, match="dcgan is unconditional"):
+        models.build("dcgan", gan_base.gan_hparams(conditioning="hierarchical"))
+
+
+def test_the_default_config_builds_the_per_class_table_generator():
+    from experiments.configs import gan_base
+
+    hparams = gan_base.gan_hparams()
+    generator, _ = models.build("cgan", hparams)
+    variables = generator.init(KEY, jnp.zeros((2, hparams.latent_dim)), jnp.zeros(2, jnp.int32),
+                               train=False)
+    paths = _flat(variables["params"])
+    tables = [path for path in paths if path.endswith(("['scale']['embedding']",
+                                                       "['shift']['embedding']"))]
+    assert len(tables) == 2 * (2 * 3 + 1)  # per-class scale and shift of every norm
+    assert all(paths[path].shape[0] == 7 for path in tables)
+    assert not any(path.endswith("['kernel']") and "['scale']" in path for path in paths)
+    dense_inputs = paths["['Dense_0']['kernel']"].shape[0]
+    assert dense_inputs == hparams.latent_dim + hparams.embed_dim  # all of z at the input
 
 
 def test_losses_have_their_textbook_values():

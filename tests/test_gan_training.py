@@ -421,3 +421,22 @@ def test_ada_never_lowers_the_augmentation_probability_below_its_floor(tiny_data
         state, _ = step(state, batch, jax.random.PRNGKey(0), images)
         seen.append(float(placement.unreplicate(state).augment_p))
     np.testing.assert_allclose(seen, [0.2, 0.15, 0.15], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_hierarchical_cgan_trains_and_samples_end_to_end(tiny_data, tmp_path):
+    config = tiny_config(num_steps=2, checkpoint_every=2, sample_every=2, overfit_every=0)
+    config.cgan.update({"conditioning": "hierarchical", "latent_dim": 10})  # 5 chunks of 2
+    summary = train.train_gan(config, tmp_path, data=tiny_data)["runs"]["cgan"]
+    assert summary["steps"] == 2 and summary["rollbacks"] == 0
+    generators = sample.load_generators(tmp_path)
+    assert generators.run_for("happy").gan.hparams.conditioning == "hierarchical"
+    faces = generators.sample({"angry": 3, "happy": 2}, seed=1, truncation=0.5)
+    assert faces.images.shape == (5, 48, 48)
+    assert (faces.counts()["angry"], faces.counts()["happy"]) == (3, 2)
+    assert generators.with_shared_latents([0, 3], seed=2, truncation=0.5).shape == (2, 48, 48)
+
+
+def test_gan_configs_saved_before_conditioning_existed_load_as_embedding():
+    saved = {k: v for k, v in gan_smoke.get_config().cgan.items() if k != "conditioning"}
+    assert train.GanHparams.from_config(saved).conditioning == "embedding"

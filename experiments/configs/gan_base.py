@@ -12,7 +12,12 @@ def gan_hparams(**overrides) -> ml_collections.ConfigDict:
     hparams = ml_collections.ConfigDict({
         "g_channels": (64, 32, 16, 8),   # generator widths at 6, 12, 24, 48 px (dcgan: 6, 12, 24)
         "d_channels": (8, 16, 32, 64),   # discriminator widths, each block halves (but the last)
-        "embed_dim": 16,                 # cgan: class embedding concatenated to z
+        "embed_dim": 16,                 # cgan: size of the class embedding
+        # cgan: "embedding" (a class embedding concatenated to z + per-class batch-norm tables)
+        # | "hierarchical" (BigGAN: one shared class embedding + z split into len(g_channels)+1
+        # equal chunks: the input, each block, the final norm; latent_dim must divide evenly).
+        # dcgan: "embedding" only (unconditional, unused)
+        "conditioning": "embedding",
         "latent_dim": 32,
         "loss": "hinge",                 # "hinge" | "nonsaturating"
         "r1_gamma": 0.0,                 # R1 penalty weight (0 = off)

@@ -2,7 +2,13 @@
 disgust, and the evaluation with the classifier of ``experiments/configs/cpu.py`` trained on
 real data (train it first). Small widths: 3.3 it/s at batch 64 on ONE core of this 2-core
 machine (pinned with taskset while the other core trained a classifier), so the 6000 cGAN
-steps take ~30 minutes and the seven 800-step DCGAN baselines ~20.
+steps take ~30 minutes and the seven 800-step DCGAN baselines ~20 (timed before the changes
+below).
+
+Stronger conditioning (#16): BigGAN-style hierarchical latent + shared class embedding
+(latent_dim 80: five chunks of 16), classes drawn in proportion to the square root of their
+counts, and DiffAugment always on (ADA moves p within [0.2, ada_max_p]). These settings are not
+yet measured on real data.
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
@@ -18,10 +24,12 @@ from fer_jax.classes import EMOTIONS
 def get_config():
     config = gan_base.get_config()
     config.cgan = gan_base.gan_hparams(
-        g_channels=(64, 32, 16, 8), d_channels=(8, 16, 32, 64), embed_dim=32, latent_dim=64,
+        g_channels=(64, 32, 16, 8), d_channels=(8, 16, 32, 64), embed_dim=32,
+        conditioning="hierarchical", latent_dim=80,  # 80 = 16 per chunk x (1 + 3 blocks + 1)
         ema_decay=0.999, ema_warmup_steps=500,
-        augment_p=0.0, ada_target=0.6, ada_speed=0.001)  # augment only once D overfits
+        augment_p=0.2, ada_min_p=0.2, ada_target=0.6, ada_speed=0.001)
     config.dcgan.latent_dim = 64
+    config.class_sampling = "sqrt"
     config.batch_size = 64
     config.num_steps = 6000
     config.log_every = 50
