@@ -17,6 +17,10 @@ several devices equals a step on the whole batch). Models are built by name thro
 * ``compact``: a narrow VGG-style network for CPU budgets (one conv at 48x48, then two convs
   per stage at 24/12/6 px, wide only at low resolution, a small dense head); see its docstring.
 
+``hierarchy`` (a two-tier setting, ``"seven"`` or ``"six"``; None: a plain dense head) swaps the
+final dense layer for :class:`HierarchicalHead`: tier-1 and tier-2 heads on one shared backbone,
+trained jointly by plain cross-entropy on its log-probabilities.
+
 ``layer_impl`` picks the BatchNorm and 2x2 max-pool: ``"fast"`` (:mod:`fer_jax.conv`, the same
 values with gradients XLA:CPU runs faster: seed_cnn training step 1.45x) or ``"flax"``
 (``nn.BatchNorm``, ``nn.max_pool``). Both have the same variables.
@@ -31,12 +35,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fer_jax import conv as conv_lib
-from fer_jax import parallel
+from fer_jax import parallel, two_tier
+from fer_jax.errors import FerError
 
 Dtype = Any
 LAYER_IMPLS = ("fast", "flax")
+HEADS = ("two_tier",)  # config ``head`` values besides None (one dense softmax)
 
 
 def batch_norm(layer_impl: str, **kwargs) -> nn.Module:
@@ -111,9 +118,51 @@ class DenseBN(nn.Module):
         return dropout(nn.relu(x))
 
 
-def _classifier_output(x, num_classes: int):
-    """Final dense layer, always float32 logits."""
-    return nn.Dense(num_classes, dtype=jnp.float32)(x).astype(jnp.float32)
+class HierarchicalHead(nn.Module):
+    """Hierarchical softmax over a two-tier ``setting``'s classes: dense heads ``tier1`` (logits
+    over :data:`fer_jax.two_tier.GROUPS`), ``negative`` and ``positive`` (logits over each
+    group's classes) on the same features; returns float32 ``[B, C]`` log-probabilities
+    ``log p(group) + log p(class | group)`` in the setting's class order.
+
+    Its softmax is :func:`fer_jax.two_tier.route` (soft) of the three heads' softmaxes, and
+    cross-entropy on it is CE(tier 1, true group) + CE(true group's head, class within it):
+    the two tiers trained jointly by the engine's plain loss.
+    """
+
+    setting: str
+
+    @nn.compact
+    def __call__(self, x):
+        columns = two_tier.class_columns(self.setting)
+        tier1 = nn.Dense(len(two_tier.GROUPS), dtype=jnp.float32, name="tier1")(x)
+        log_group = jax.nn.log_softmax(tier1.astype(jnp.float32))
+        parts = [log_group[:, g:g + 1] + jax.nn.log_softmax(
+                     nn.Dense(len(cols), dtype=jnp.float32, name=name)(x).astype(jnp.float32))
+                 for g, (name, cols) in enumerate(zip(two_tier.GROUPS, columns))]
+        # Concatenated in group order; column j of the output is the part holding class j.
+        return jnp.concatenate(parts, axis=1)[:, np.argsort(np.concatenate(columns))]
+
+
+def _classifier_output(x, num_classes: int, hierarchy: str | None):
+    """Final layer, always float32: dense logits, or with a ``hierarchy`` setting the
+    :class:`HierarchicalHead`'s log-probabilities."""
+    if hierarchy is None:
+        return nn.Dense(num_classes, dtype=jnp.float32)(x).astype(jnp.float32)
+    return HierarchicalHead(hierarchy)(x)
+
+
+def hierarchy_of(head: str | None, grouping: str) -> str | None:
+    """The ``hierarchy`` model field of config ``head`` for ``grouping``: None for a plain
+    head; the setting (``"seven"``/``"six"``) for ``"two_tier"``. Raises FerError for an
+    unknown head or a two-tier head on a grouping that is not a two-tier setting."""
+    if head is None:
+        return None
+    if head not in HEADS:
+        raise FerError(f"unknown head {head!r}; expected None (flat) or one of {HEADS}")
+    if grouping not in two_tier.SETTINGS:
+        raise FerError(f"head={head!r} needs grouping 'seven' or 'six' (a two-tier setting), "
+                       f"got {grouping!r}")
+    return grouping
 
 
 class SeedCNN(nn.Module):
@@ -124,6 +173,7 @@ class SeedCNN(nn.Module):
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
     layer_impl: str = "fast"
+    hierarchy: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -138,7 +188,7 @@ class SeedCNN(nn.Module):
             x = Dropout(0.25, deterministic=not train, axis_name=self.bn_axis_name)(x)
         x = x.reshape((x.shape[0], -1))
         x = DenseBN(8 * w, 0.5, self.dtype, self.bn_axis_name, self.layer_impl)(x, train)
-        return _classifier_output(x, self.num_classes)
+        return _classifier_output(x, self.num_classes, self.hierarchy)
 
 
 class VGG(nn.Module):
@@ -154,6 +204,7 @@ class VGG(nn.Module):
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
     layer_impl: str = "fast"
+    hierarchy: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -168,7 +219,7 @@ class VGG(nn.Module):
             x = nn.Dense(features, dtype=self.dtype)(x)
             x = Dropout(self.dropout, deterministic=not train,
                         axis_name=self.bn_axis_name)(nn.relu(x))
-        return _classifier_output(x, self.num_classes)
+        return _classifier_output(x, self.num_classes, self.hierarchy)
 
 
 class Compact(nn.Module):
@@ -193,6 +244,7 @@ class Compact(nn.Module):
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
     layer_impl: str = "fast"
+    hierarchy: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -207,7 +259,7 @@ class Compact(nn.Module):
         x = x.reshape((x.shape[0], -1))
         x = DenseBN(self.dense, self.dropout, self.dtype, self.bn_axis_name,
                     self.layer_impl)(x, train)
-        return _classifier_output(x, self.num_classes)
+        return _classifier_output(x, self.num_classes, self.hierarchy)
 
 
 def _vgg(stages, head, dropout):
@@ -226,11 +278,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Builds the model registered as ``name`` (see :data:`MODELS`) with ``num_classes``
-    outputs; ``kwargs`` set module fields (``dtype``, ``width``, ``dropout``, ...). Lists (as
-    configs restored from JSON give them) become tuples, so the module stays hashable for jit."""
+    outputs; ``kwargs`` set module fields (``dtype``, ``width``, ``dropout``, ``hierarchy``,
+    ...). Lists (as configs restored from JSON give them) become tuples, so the module stays
+    hashable for jit."""
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
         factory = MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}") from None
+    hierarchy = kwargs.get("hierarchy")
+    if hierarchy is not None and two_tier.setting_grouping(hierarchy).num_classes != num_classes:
+        raise ValueError(f"a {hierarchy!r} hierarchical head has "
+                         f"{two_tier.setting_grouping(hierarchy).num_classes} classes, not "
+                         f"{num_classes}")
     return factory(num_classes=num_classes, **kwargs)

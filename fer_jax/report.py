@@ -24,8 +24,8 @@ FIGURES = {
     "gan_samples": "gan_samples.png",
     "curves": "curves.png",
 }
-MODEL_LABELS = {"flat": "flat", "two_tier": "two-tier", "two_tier_soft": "two-tier (soft)",
-                "two_tier_hard": "two-tier (hard)"}
+MODEL_LABELS = {"flat": "flat", "two_tier": "two-tier", "two_tier_joint": "two-tier (joint)",
+                "two_tier_soft": "two-tier (soft)", "two_tier_hard": "two-tier (hard)"}
 VIEW_LABELS = {"seven": "7-class", "six": "6-class"}
 VARIANT_LABELS = {"none": "none", "oversampling": "oversampling", "gan": "GAN",
                   "gan_oversampling": "GAN + oversampling",

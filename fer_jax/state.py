@@ -44,11 +44,13 @@ def update_ema(state: TrainState, decay: float, warmup_steps: int) -> TrainState
 
 # ----------------------------------------------------------------------------- model, optimizer
 def build_model(config: ml_collections.ConfigDict, *, bn_axis_name: str | None = None):
-    """The classifier named ``config.model`` for ``config.grouping``'s classes."""
+    """The classifier named ``config.model`` for ``config.grouping``'s classes, with the output
+    head ``config.head`` (configs saved before that key existed have none: a plain head)."""
     kwargs = dict(config.model_kwargs)
     return models.create_model(config.model, classes.grouping(config.grouping).num_classes,
                                dtype=DTYPES[config.dtype],
                                layer_impl=config.layer_impl,
+                               hierarchy=models.hierarchy_of(config.get("head"), config.grouping),
                                bn_axis_name=bn_axis_name, **kwargs)
 
 

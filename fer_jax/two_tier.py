@@ -34,7 +34,7 @@ def setting_grouping(setting: str) -> Grouping:
         raise ValueError(f"unknown setting {setting!r}; known: {sorted(SETTINGS)}") from None
 
 
-def _columns(setting: str) -> list[np.ndarray]:
+def class_columns(setting: str) -> list[np.ndarray]:
     """For each tier-2 group, the setting-class columns of that group's classes (in order)."""
     flat = setting_grouping(setting)
     _, *tier2 = TWO_TIER[setting]
@@ -61,7 +61,7 @@ def route(tier1_probs: np.ndarray, negative_probs: np.ndarray, positive_probs: n
         raise ValueError(f"unknown routing {routing!r}; expected one of {ROUTINGS}")
     tier1_probs = np.asarray(tier1_probs, np.float32)
     tier2_probs = [np.asarray(negative_probs, np.float32), np.asarray(positive_probs, np.float32)]
-    columns = _columns(setting)
+    columns = class_columns(setting)
     n = tier1_probs.shape[0]
     if tier1_probs.shape != (n, len(GROUPS)):
         raise ValueError(f"tier-1 probabilities must be [N, 2], got {tier1_probs.shape}")

@@ -1,9 +1,20 @@
-"""The ablation grid: {flat, two-tier} x training-data variants x settings x seeds, as stages.
+"""The ablation grid: {flat, two-tier, joint two-tier} x training-data variants x settings x
+seeds, as stages.
 
-Every classifier is one engine run (a stage ``run-<grouping>-<variant>-seed<s>`` training in
-``runs/<grouping>/<variant>/seed_<s>``; the two-tier positive member is shared by both
-settings); every cell (``<setting>-<model>-<variant>-seed<s>``) scores one model on the
-evaluation split, a two-tier cell through the manifest in ``models/<cell>`` (a directory that
+Models: ``flat`` (one softmax over the setting's classes), ``two_tier`` (three networks: tier 1
+and one per group, routed by :mod:`fer_jax.two_tier`; its members train ``num_epochs *
+two_tier_epoch_scale`` epochs, 0.5 being equal compute with flat) and ``two_tier_joint`` (one
+backbone with tier-1 and tier-2 heads trained jointly: the engine's ``head="two_tier"``,
+:class:`fer_jax.models.HierarchicalHead`). Every variant applies to each; for the joint model
+the logit-adjusted loss shifts its class log-probabilities (still a proper loss over the
+classes, no longer the sum of the two tiers' losses) and post-hoc adjustment acts on its
+probabilities as on any model's.
+
+Every classifier is one engine run (a stage ``run-<key>-<variant>-seed<s>`` training in
+``runs/<key>/<variant>/seed_<s>``, the key being the grouping, or ``<setting>-two_tier`` for
+the joint model; the two-tier positive member is shared by both settings); every cell
+(``<setting>-<model>-<variant>-seed<s>``) scores one model on the evaluation split, a
+two-tier cell through the manifest in ``models/<cell>`` (a directory that
 ``experiments.evaluate`` and ``experiments.calibrate`` load). Cells and runs are stages of
 :class:`fer_jax.stages.Stages`: each is fingerprinted by its own config values and the runs or
 synthetic faces it read, so the grid may grow (settings, models, variants, seeds) and keep
@@ -37,7 +48,11 @@ from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
 from studies.pipeline import SYNTHETIC_NPZ, Pipeline
 
-MODELS = ("flat", "two_tier")
+MODELS = ("flat", "two_tier", "two_tier_joint")
+# The engine's config.head of each model's runs (None: one dense softmax).
+HEADS = {"flat": None, "two_tier": None, "two_tier_joint": "two_tier"}
+
+
 class Variant(NamedTuple):
     """How one training-data / imbalance variant trains its classifiers."""
 
@@ -61,8 +76,13 @@ def cell_name(setting: str, model: str, variant: str, seed: int) -> str:
     return f"{setting}-{model}-{variant}-seed{seed}"
 
 
-def run_name(grouping: str, variant: str, seed: int) -> str:
-    return f"run-{grouping}-{trained_variant(variant)}-seed{seed}"
+def run_key(grouping: str, head: str | None = None) -> str:
+    """What names a run: its grouping, and its head when it has one (``seven-two_tier``)."""
+    return grouping if head is None else f"{grouping}-{head}"
+
+
+def run_name(grouping: str, variant: str, seed: int, head: str | None = None) -> str:
+    return f"run-{run_key(grouping, head)}-{trained_variant(variant)}-seed{seed}"
 
 
 def trained_variant(variant: str) -> str:
@@ -89,6 +109,8 @@ class Ablation:
                            f"{tuple(VARIANTS)}")
         if config.eval_split not in EVAL_SPLITS:
             raise FerError(f"eval_split must be one of {EVAL_SPLITS}, got {config.eval_split!r}")
+        if "two_tier" in config.models:
+            self.member_epochs()
         self._data = None
 
     @property
@@ -149,14 +171,30 @@ class Ablation:
         return {"gan_pipeline": self.gan_pipeline_config()}
 
     # ------------------------------------------------------------------------- runs
+    def member_epochs(self) -> int:
+        """Epochs of a two-tier member: ``classifier.num_epochs * two_tier_epoch_scale``, which
+        must be a whole number (the engine trains whole epochs)."""
+        epochs = self.config.classifier.num_epochs * self.config.two_tier_epoch_scale
+        if epochs != int(epochs) or epochs < 1:
+            raise FerError(f"two-tier members would train classifier.num_epochs "
+                           f"({self.config.classifier.num_epochs}) x two_tier_epoch_scale "
+                           f"({self.config.two_tier_epoch_scale}) = {epochs} epochs; choose "
+                           "values whose product is a whole number >= 1")
+        return int(epochs)
+
     def run_config(self, grouping: str, variant: str, seed: int,
-                   root: pathlib.Path | None = None) -> ml_collections.ConfigDict:
+                   root: pathlib.Path | None = None, *,
+                   head: str | None = None) -> ml_collections.ConfigDict:
         """Engine config of one classifier run (GAN variants read the synthetic faces stage,
         a path in ``root``: the workdir by default; the run's fingerprint passes
-        ``pathlib.Path()``, so that a moved workdir keeps it)."""
+        ``pathlib.Path()``, so that a moved workdir keeps it). A two-tier member (a grouping
+        that is not a setting) trains :meth:`member_epochs`; ``head`` is its config.head."""
         oversample, gan_mixing, loss, _ = VARIANTS[variant]
         config = self.config.classifier.copy_and_resolve_references()
         config.grouping = grouping
+        config.head = head
+        if grouping not in two_tier.SETTINGS:
+            config.num_epochs = self.member_epochs()
         config.seed = seed
         config.loss = loss
         config.data.oversample = oversample
@@ -170,24 +208,27 @@ class Ablation:
                 self.data.split("train").labels, classes.grouping(grouping))
         return config
 
-    def run_dir(self, grouping: str, variant: str, seed: int) -> pathlib.Path:
-        return self.workdir / "runs" / grouping / variant / f"seed_{seed}"
+    def run_dir(self, grouping: str, variant: str, seed: int,
+                head: str | None = None) -> pathlib.Path:
+        return self.workdir / "runs" / run_key(grouping, head) / variant / f"seed_{seed}"
 
-    def train_run(self, grouping: str, variant: str, seed: int) -> dict:
+    def train_run(self, grouping: str, variant: str, seed: int, head: str | None = None) -> dict:
         """Stage body: trains (or resumes) one classifier run."""
-        print(f"  training {grouping} / {variant} / seed {seed}", flush=True)
-        workdir = self.run_dir(grouping, variant, seed)
-        summary = train.train_and_evaluate(self.run_config(grouping, variant, seed), workdir,
-                                           self.data)
+        key = run_key(grouping, head)
+        print(f"  training {key} / {variant} / seed {seed}", flush=True)
+        workdir = self.run_dir(grouping, variant, seed, head)
+        summary = train.train_and_evaluate(self.run_config(grouping, variant, seed, head=head),
+                                           workdir, self.data)
         if summary["interrupted"] is not None:
-            raise Interrupted(f"run {grouping}/{variant}/seed_{seed}", summary["interrupted"])
+            raise Interrupted(f"run {key}/{variant}/seed_{seed}", summary["interrupted"])
         return {"path": os.path.relpath(workdir, self.workdir)}
 
     def model_dir(self, setting: str, model: str, variant: str, seed: int) -> pathlib.Path:
-        """The directory a cell's model loads from: its flat run, or a two-tier manifest over
-        the member runs in ``models/<cell>``."""
-        if model == "flat":
-            return self.workdir / self.stages.outputs(run_name(setting, variant, seed))["path"]
+        """The directory a cell's model loads from: its run (flat, joint two-tier), or a
+        two-tier manifest over the member runs in ``models/<cell>``."""
+        if model != "two_tier":
+            return self.workdir / self.stages.outputs(
+                run_name(setting, variant, seed, HEADS[model]))["path"]
         directory = self.workdir / "models" / cell_name(setting, model, variant, seed)
         directory.mkdir(parents=True, exist_ok=True)
         members = {name: os.path.relpath(
@@ -196,10 +237,11 @@ class Ablation:
         two_tier.write_manifest(directory, setting, self.config.routing, members)
         return directory
 
-    def groupings(self, setting: str, model: str) -> list[str]:
-        if model == "flat":
-            return [setting]
-        return [grouping.name for grouping in two_tier.member_groupings(setting).values()]
+    def runs(self, setting: str, model: str) -> list[tuple[str, str | None]]:
+        """``(grouping, head)`` of each run a cell's model reads."""
+        if model != "two_tier":
+            return [(setting, HEADS[model])]
+        return [(grouping.name, None) for grouping in two_tier.member_groupings(setting).values()]
 
     # ------------------------------------------------------------------------- cells
     def train_prior(self, grouping: classes.Grouping) -> np.ndarray:
@@ -261,21 +303,21 @@ class Ablation:
                 "matched_recall": self.config.matched_recall,
                 "posthoc_folds": self.config.posthoc_folds if VARIANTS[variant].posthoc else None,
                 "routing": self.config.routing if model == "two_tier" else None,
-                "runs": [self.stages.outputs(run_name(grouping, variant, seed))["path"]
-                         for grouping in self.groupings(setting, model)]}
+                "runs": [self.stages.outputs(run_name(grouping, variant, seed, head))["path"]
+                         for grouping, head in self.runs(setting, model)]}
 
     def run_cell(self, setting: str, model: str, variant: str, seed: int, *, label: str) -> dict:
         """The result of one cell: its runs trained, its model scored (or both found
         finished)."""
         trained = trained_variant(variant)
-        for grouping in self.groupings(setting, model):
-            self.stages.run(run_name(grouping, trained, seed),
-                            lambda g=grouping: self.train_run(g, trained, seed),
-                            lambda g=grouping: {"data": self.config.data,
-                                                "run": self.run_config(g, trained, seed,
-                                                                       pathlib.Path())},
-                            label=f"  run {grouping}/{trained}/seed_{seed}",
-                            clear=self.run_dir(grouping, trained, seed))
+        for grouping, head in self.runs(setting, model):
+            self.stages.run(run_name(grouping, trained, seed, head),
+                            lambda g=grouping, h=head: self.train_run(g, trained, seed, h),
+                            lambda g=grouping, h=head: {
+                                "data": self.config.data,
+                                "run": self.run_config(g, trained, seed, pathlib.Path(), head=h)},
+                            label=f"  run {run_key(grouping, head)}/{trained}/seed_{seed}",
+                            clear=self.run_dir(grouping, trained, seed, head))
         if model == "two_tier":  # the manifest, also for cells finished without one
             self.model_dir(setting, model, variant, seed)
         name = cell_name(setting, model, variant, seed)
@@ -289,8 +331,8 @@ class Ablation:
         names = {"synthetic_faces"} if self.uses_gan() else set()
         for setting, model, variant, seed in cells:
             names.add(cell_name(setting, model, variant, seed))
-            names.update(run_name(grouping, variant, seed)
-                         for grouping in self.groupings(setting, model))
+            names.update(run_name(grouping, variant, seed, head)
+                         for grouping, head in self.runs(setting, model))
         return sum(self.stages.record(name)["seconds"] for name in names)
 
     def comparisons(self, results: dict) -> list[dict]:

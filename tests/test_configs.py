@@ -50,7 +50,7 @@ def _family(name: str) -> str:
     if name in BASES:
         return name
     prefixes = {"gan_": "gan_base", "pipeline_": "pipeline_base", "ablation_": "ablation_base",
-                "seed_comparison_": "ablation_base"}
+                "seed_comparison_": "ablation_base", "two_tier_": "ablation_base"}
     return next((base for prefix, base in prefixes.items() if name.startswith(prefix)),
                 "classifier_base")
 
@@ -70,3 +70,13 @@ def test_no_config_stores_a_path_to_another_run():
         code = "\n".join(line for line in (CONFIG_DIR / f"{name}.py").read_text().splitlines()
                          if not line.lstrip().startswith(("#", "--", "nohup", "python")))
         assert '"checkpoints/' not in code, name
+
+
+def test_two_tier_cpu_reuses_the_ablation_cpu_flat_runs():
+    # Same classifier section and data: its flat none runs and cells are ablation_cpu's.
+    from experiments.configs import ablation_cpu, two_tier_cpu
+
+    ours, theirs = two_tier_cpu.get_config(), ablation_cpu.get_config()
+    assert ours.classifier.to_json() == theirs.classifier.to_json()
+    assert ours.data.to_json() == theirs.data.to_json()
+    assert {"none"} <= set(theirs.variants) and set(theirs.seeds) <= set(ours.seeds)

@@ -1,5 +1,5 @@
 """The ablation schema: every key of an ablation config with its default (the embedded
-SYNTHETIC faces, both settings, both models, the four training-data variants, two seeds, the
+SYNTHETIC faces, both settings, the flat and three-network two-tier models, the four training-data variants, two seeds, the
 pipeline schema's tiny classifier; every variant compared with ``none``). Presets (``ablation_default.py``, ``ablation_cpu.py``,
 ``seed_comparison_cpu.py``, ``seed_comparison_finetune_cpu.py``) start from it."""
 
@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.variants = ("none", "oversampling", "gan", "gan_oversampling")
     config.seeds = (0, 1)
     config.routing = "soft"
+    # Two-tier members train classifier.num_epochs * this (a whole number): tier 1 sees all N
+    # images and the two group networks N together, so 0.5 is equal compute with flat.
+    config.two_tier_epoch_scale = 1.0
     # Every run's engine config; each run sets grouping, seed, oversampling, synthetic .npz.
     config.classifier = pipeline_base.classifier(**pipeline_base.SMALL)
     # Oversampling draws each class up to the mean class count (epochs as long as the real

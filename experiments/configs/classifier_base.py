@@ -14,6 +14,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"          # compute dtype: "float32" | "bfloat16" (params stay f32)
     config.layer_impl = "fast"        # BatchNorm/max-pool: "fast" (fer_jax.conv) | "flax"
     config.grouping = "seven"         # fer_jax.classes grouping: "seven", "six" (no disgust), ...
+    # Output head: None: one dense softmax over the grouping's classes | "two_tier": a
+    # hierarchical softmax, tier-1 (negative/positive) and per-group heads on the one backbone,
+    # trained jointly (fer_jax.models.HierarchicalHead; grouping "seven" or "six"). None, not
+    # "flat": runs recorded before this key existed match it.
+    config.head = config_dict.placeholder(str)
 
     config.data = ml_collections.ConfigDict({
         "source": config_dict.placeholder(str),         # None: the synthetic faces
