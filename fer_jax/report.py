@@ -554,12 +554,17 @@ def comparison_rows(comparisons: Sequence[Mapping]) -> list[list[str]]:
     A - B (mean over seeds), its CIs over seeds and over images, and the verdict."""
     rows = []
     for row in comparisons:
-        label = f"{VARIANT_LABELS[row['variant']]} vs {VARIANT_LABELS[row['reference']]}"
+        if "reference_model" in row:  # two models trained with the same recipe
+            model = f"{MODEL_LABELS[row['model']]} vs {MODEL_LABELS[row['reference_model']]}"
+            label = f"both {VARIANT_LABELS[row['variant']]}"
+        else:
+            model = MODEL_LABELS[row["model"]]
+            label = f"{VARIANT_LABELS[row['variant']]} vs {VARIANT_LABELS[row['reference']]}"
         for key, name in COMPARISON_METRICS.items():
             if key not in row:
                 continue
             metric = row[key]
-            rows.append([VIEW_LABELS[row["setting"]], MODEL_LABELS[row["model"]], label,
+            rows.append([VIEW_LABELS[row["setting"]], model, label,
                          f"{name} {row['class']}" if key == "ap" else name,
                          str(row["seeds"]), percent(metric["a"]), percent(metric["b"]),
                          f"{100 * metric['difference']:+.1f}", interval(metric["seed_ci"]),
@@ -613,8 +618,9 @@ def render_ablation_report(ablation: Mapping) -> str:
               "*GAN* = synthetic faces added (capped share per class); the classifier config is "
               "otherwise the same in every cell."), ""]
     if ablation.get("comparisons"):
+        reference_model = MODEL_LABELS[config.get("reference_model", "flat")]
         lines += [(f"## Each variant against {VARIANT_LABELS[config['reference_variant']]}, "
-                   "seed by seed"), "",
+                   f"each model against {reference_model}, seed by seed"), "",
                   ("A - B is the mean over seeds of the paired difference (seed s of A against "
                    "seed s of B, on the same images). The verdict names a winner only when the "
                    "95% CI over seeds (t-interval: training noise) AND the 95% CI over images "

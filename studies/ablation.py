@@ -336,36 +336,49 @@ class Ablation:
         return sum(self.stages.record(name)["seconds"] for name in names)
 
     def comparisons(self, results: dict) -> list[dict]:
-        """Each variant against ``config.reference_variant`` in every (setting, model), over
-        the seeds both finished (:func:`fer_jax.stats.seed_paired_comparison` of the saved
-        predictions)."""
-        reference = self.config.reference_variant
-        rows = []
-        for setting in self.config.settings:
-            for model in self.config.models:
-                for variant in self.config.variants:
-                    pairs = [(results.get(cell_name(setting, model, variant, seed)),
-                              results.get(cell_name(setting, model, reference, seed)))
-                             for seed in self.config.seeds]
-                    pairs = [pair for pair in pairs if None not in pair]
-                    if variant == reference or not pairs:
-                        continue
-                    labels, probs = {}, {"a": [], "b": []}
-                    for pair in pairs:
-                        for key, cell in zip("ab", pair):
-                            saved = np.load(self.workdir / cell["predictions"])
-                            labels[key] = saved["labels"]
-                            probs[key].append(saved["probs"])
-                    if not np.array_equal(labels["a"], labels["b"]):
-                        raise FerError(f"{setting}/{model}: {variant} and {reference} were "
-                                       "scored on different images; rerun with --recompute")
-                    comparison = stats.seed_paired_comparison(
-                        labels["a"], np.stack(probs["a"]), np.stack(probs["b"]),
-                        classes.grouping(setting).class_names, seed=self.config.bootstrap_seed)
-                    rows.append({**comparison, "setting": setting, "model": model,
-                                 "variant": variant, "reference": reference,
-                                 "seeds": [cell["seed"] for cell, _ in pairs]})
+        """In every setting, over the seeds both finished
+        (:func:`fer_jax.stats.seed_paired_comparison` of the saved predictions): each variant
+        against ``config.reference_variant`` within a model (rows with ``reference``), and
+        each model against ``config.reference_model`` within a variant (rows with
+        ``reference_model``)."""
+        config, rows = self.config, []
+        for setting in config.settings:
+            for model in config.models:
+                for variant in config.variants:
+                    if variant != config.reference_variant:
+                        row = self.paired(results, setting, (model, variant),
+                                          (model, config.reference_variant))
+                        rows += [{**row, "reference": config.reference_variant}] if row else []
+                    if model != config.reference_model:
+                        row = self.paired(results, setting, (model, variant),
+                                          (config.reference_model, variant))
+                        rows += [{**row, "reference_model": config.reference_model}] if row \
+                            else []
         return rows
+
+    def paired(self, results: dict, setting: str, a: tuple[str, str],
+               b: tuple[str, str]) -> dict | None:
+        """Cells ``a`` = (model, variant) against ``b`` seed by seed, or None when no seed has
+        both; the row names ``a``'s model and variant."""
+        pairs = [(results.get(cell_name(setting, *a, seed)),
+                  results.get(cell_name(setting, *b, seed))) for seed in self.config.seeds]
+        pairs = [pair for pair in pairs if None not in pair]
+        if not pairs:
+            return None
+        labels, probs = {}, {"a": [], "b": []}
+        for pair in pairs:
+            for key, cell in zip("ab", pair):
+                saved = np.load(self.workdir / cell["predictions"])
+                labels[key] = saved["labels"]
+                probs[key].append(saved["probs"])
+        if not np.array_equal(labels["a"], labels["b"]):
+            raise FerError(f"{setting}: {'/'.join(a)} and {'/'.join(b)} were scored on "
+                           "different images; rerun with --recompute")
+        comparison = stats.seed_paired_comparison(
+            labels["a"], np.stack(probs["a"]), np.stack(probs["b"]),
+            classes.grouping(setting).class_names, seed=self.config.bootstrap_seed)
+        return {**comparison, "setting": setting, "model": a[0], "variant": a[1],
+                "seeds": [cell["seed"] for cell, _ in pairs]}
 
     def run(self) -> dict:
         """Runs every unfinished run and cell, then writes the tables; returns the ablation
@@ -375,7 +388,8 @@ class Ablation:
             faces, _ = self.stages.run("synthetic_faces", self.synthetic_faces,
                                        self.synthetic_faces_section, label="synthetic faces")
         skipped_gan = faces is not None and faces["path"] is None
-        cells = [cell for cell in self.cells() if not (skipped_gan and VARIANTS[cell[2]].gan_mixing)]
+        cells = [cell for cell in self.cells()
+                 if not (skipped_gan and VARIANTS[cell[2]].gan_mixing)]
         results = {}
         for index, cell in enumerate(cells, 1):
             results[cell_name(*cell)] = self.run_cell(*cell, label=f"[{index}/{len(cells)}]")

@@ -95,7 +95,8 @@ def test_two_tier_epoch_scale_sets_the_members_epochs(tmp_path):
 @pytest.mark.slow
 def test_ablation_trains_and_scores_the_joint_model(tmp_path):
     args = ["--workdir", str(tmp_path), "--config.settings=('six',)",
-            "--config.models=('two_tier_joint',)", "--config.variants=('none','oversampling')",
+            "--config.models=('flat','two_tier_joint')",
+            "--config.variants=('none','oversampling')",
             "--config.seeds=(0,)", *TINY_ABLATION]
     assert ablation.main(args) == 0
     result = json.loads((tmp_path / "ablation.json").read_text())
@@ -103,5 +104,21 @@ def test_ablation_trains_and_scores_the_joint_model(tmp_path):
         cell = result["cells"][f"six-two_tier_joint-{variant}-seed0"]
         assert 0.0 <= cell["accuracy"] <= 1.0 and cell["report"]["classes"] == list(
             classes.SIX.class_names)
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["six-two_tier"]
-    assert "two-tier (joint)" in (tmp_path / "ablation.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["six", "six-two_tier"]
+    # each model against flat with the same recipe, and each recipe against none per model
+    pairs = {(row["model"], row["variant"], row.get("reference_model"), row.get("reference"))
+             for row in result["comparisons"]}
+    assert pairs == {("two_tier_joint", "none", "flat", None),
+                     ("two_tier_joint", "oversampling", "flat", None),
+                     ("flat", "oversampling", None, "none"),
+                     ("two_tier_joint", "oversampling", None, "none")}
+    for row in result["comparisons"]:
+        reference = (row.get("reference_model", row["model"]), row.get("reference", row["variant"]))
+        np.testing.assert_allclose(
+            row["accuracy"]["per_seed"],
+            [result["cells"][f"six-{row['model']}-{row['variant']}-seed0"]["accuracy"]
+             - result["cells"][f"six-{reference[0]}-{reference[1]}-seed0"]["accuracy"]],
+            atol=1e-9)
+    table = (tmp_path / "ablation.md").read_text()
+    assert "two-tier (joint)" in table
+    assert "| 6-class | two-tier (joint) vs flat | both none | accuracy | [0] |" in table

@@ -384,7 +384,7 @@ def test_ablation_compares_every_variant_with_none_seed_by_seed(tmp_path):
              - cells[f"seven-flat-none-seed{s}"]["accuracy"] for s in (0, 1)], atol=1e-9)
         assert row["ap"]["verdict"] in (stats.NO_DIFFERENCE, "A beats B", "B beats A")
     table = (tmp_path / "ablation.md").read_text()
-    assert "## Each variant against none, seed by seed" in table
+    assert "## Each variant against none, each model against flat, seed by seed" in table
     assert "| 7-class | flat | post-hoc logit adjustment vs none | accuracy | [0, 1] |" in table
 
 

@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_split = "auto"                 # "auto" | "val": val; "test" only when asked
     # Every variant is compared with this one, seed by seed (paired CIs over seeds and images).
     config.reference_variant = "none"
+    # ... and every model with this one, recipe by recipe (flat vs two-tier, paired the same way).
+    config.reference_model = "flat"
     config.bootstrap_seed = 0
     config.matched_recall = 0.5                # disgust precision is compared at this recall
     config.posthoc_folds = 2                   # cross-fitting folds of post-hoc adjustment
