@@ -187,6 +187,13 @@ def judged_shares(classifier: Classifier, generated: Split) -> dict[str, dict[st
             for name, count in generated.counts().items() if count}
 
 
+def recognized(classifier: Classifier, generated: Split) -> np.ndarray:
+    """Boolean ``[N]``: ``classifier`` assigns each generated image to the class it was
+    generated as (a per-face filter; classes outside its grouping are never recognized)."""
+    predicted = classifier.probabilities(generated.images, progress="filter").argmax(-1)
+    return classifier.grouping.encode(generated.labels) == predicted
+
+
 def recognizability_gate(shares: dict[str, dict[str, float]], threshold: float) -> dict:
     """Per generated class c of :func:`judged_shares`: ``recognizability`` (share of its
     images judged c), ``precision`` (of the images judged c, the share generated as c, each

@@ -49,11 +49,13 @@ from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import FerData, Split, load_from_config, sampling
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
+from gan import metrics as gan_metrics
 from gan import sample as gan_sample
 from studies.ablation import VARIANTS
 from studies.pipeline import Pipeline
 
 ARMS = ("baseline", "baseline_augment", "baseline_gan")
+FACE_SELECTIONS = ("class", "face")
 GROUPING = classes.grouping("seven")
 METRICS = {"ap": "AP", "auroc": "AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
 COMPARED = {"ap": "AP", "macro_f1": "macro-F1", "accuracy": "accuracy"}
@@ -154,6 +156,9 @@ class Dose:
             usable = [name for name, v in VARIANTS.items() if not (v.gan_mixing or v.posthoc)]
             raise FerError(f"baseline {config.baseline!r}: the dose study's baseline is a "
                            f"variant that mixes no GAN faces and is scored as trained: {usable}")
+        if config.face_selection not in FACE_SELECTIONS:
+            raise FerError(f"face_selection {config.face_selection!r}: expected one of "
+                           f"{FACE_SELECTIONS}")
         if config.minority not in GROUPING.class_names:
             raise FerError(f"minority {config.minority!r} is not a class of "
                            f"{GROUPING.class_names}")
@@ -217,21 +222,30 @@ class Dose:
         return {"path": os.path.relpath(pipeline.workdir, self.workdir)}
 
     def synthesize_faces(self, k: int) -> dict:
-        """Stage body: balanced GAN faces judged by the pipeline's gate; the kept ones in
-        ``gan.npz``, as many real repeats of their classes in ``repeats.npz``."""
+        """Stage body: GAN faces of every class chosen by the judge (``config.face_selection``:
+        whole classes by the pipeline's gate, or face by face); the chosen ones in ``gan.npz``,
+        as many real repeats of their classes in ``repeats.npz`` (equal slots per class)."""
         self.stages.outputs(f"generator-k{k}")
         pipeline = self.pipeline(k)
         synthesize = pipeline.config.synthesize
+        by_face = self.config.face_selection == "face"
         generators = gan_sample.load_generators(pipeline.path("gan"))
-        candidates = generators.sample(dict.fromkeys(synthesize.classes, synthesize.max_per_class),
+        per_class = self.config.face_candidates if by_face else synthesize.max_per_class
+        candidates = generators.sample(dict.fromkeys(synthesize.classes, per_class),
                                        synthesize.seed, synthesize.truncation)
         gate = pipeline.judge_candidates(candidates)
         print(report.gate_table(gate))
-        kept = [name for name, verdict in gate.items() if verdict["kept"]]
+        if by_face:
+            candidates = candidates.take(np.flatnonzero(gan_metrics.recognized(
+                inference.load(pipeline.path("judge")), candidates)))
+            print(f"  k = {k}: faces the judge assigns to their class, of {per_class} per class: "
+                  + ", ".join(f"{name} {n}" for name, n in candidates.counts().items()))
+        kept = [name for name, verdict in gate.items()
+                if (candidates.counts().get(name, 0) if by_face else verdict["kept"])]
         gan_sample.write_grid(
             generators, list(synthesize.classes), self.k_dir(k) / "gan_samples.png",
             seed=synthesize.seed, truncation=synthesize.truncation,
-            row_names=[f"{name} ({'kept' if gate[name]['kept'] else 'rejected'})"
+            row_names=[f"{name} ({'kept' if name in kept else 'rejected'})"
                        for name in synthesize.classes],
             title=f"k = {k}; kept: {', '.join(kept) or 'none'}")
         faces = candidates.take(np.flatnonzero(
@@ -347,7 +361,9 @@ class Dose:
                         label=f"k = {k}: GAN and judge", clear=self.k_dir(k) / "gan_pipeline")
         faces, _ = self.stages.run(f"faces-k{k}", lambda: self.synthesize_faces(k),
                                    lambda: {"classifier_data": self.config.classifier.data,
-                                            "baseline": self.config.baseline},
+                                            "baseline": self.config.baseline,
+                                            "face_selection": self.config.face_selection,
+                                            "face_candidates": self.config.face_candidates},
                                    label=f"k = {k}: faces")
         return faces
 

@@ -131,6 +131,31 @@ def test_the_baseline_must_be_a_plain_variant_and_ks_positive(tmp_path):
     config.ks = (0, 5)
     with pytest.raises(FerError, match="ks >= 1"):
         dose_lib.Dose(config, tmp_path)
+    config = dose_base.get_config()
+    config.face_selection = "pixel"
+    with pytest.raises(FerError, match="face_selection"):
+        dose_lib.Dose(config, tmp_path)
+
+
+def test_the_face_filter_keeps_faces_the_judge_assigns_to_their_class():
+    from fer_jax import classes
+    from gan import metrics as gan_metrics
+
+    class Judge:  # a 6-class judge that calls every face "happy" but the first two
+        grouping = classes.SIX
+
+        def probabilities(self, images, progress=None):
+            predicted = np.full(len(images), classes.SIX.class_names.index("happy"))
+            predicted[:2] = classes.SIX.class_names.index("angry")
+            return np.eye(classes.SIX.num_classes)[predicted]
+
+    labels = np.array([EMOTION_INDEX[name] for name in
+                       ("angry", "happy", "happy", "disgust", "fear", "happy")], np.int32)
+    faces = Split(np.zeros((6, 48, 48), np.uint8), labels)
+    # angry judged angry; happy judged angry; happy, happy judged happy; disgust (outside
+    # the judge's classes) and fear judged happy
+    assert gan_metrics.recognized(Judge(), faces).tolist() == [True, False, True, False, False,
+                                                               True]
 
 
 # ----------------------------------------------------------------------------- end to end

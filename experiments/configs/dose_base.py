@@ -31,6 +31,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.heavy_augment = ml_collections.ConfigDict({
         "max_shift": 6, "max_rotation_deg": 20.0, "brightness": 0.3, "contrast": 0.3,
         "min_crop": 38, "max_crop": 46, "erase_prob": 0.5})
+    # GAN faces for the GAN arm, chosen by the judge (a classifier of the real faces of k only):
+    # "class": the pipeline's recognizability gate keeps or drops whole classes of
+    # synthesize.max_per_class faces; "face": every class, face_candidates generated per
+    # class and each kept when the judge assigns it to the class it was generated as.
+    config.face_selection = "class"
+    config.face_candidates = 100
     config.checkpoint = "latest"               # "latest" | "best" (by val accuracy)
     config.bootstrap_seed = 0
     # Per k, the pipeline's data, GAN and judge stages on the subsampled training split (its

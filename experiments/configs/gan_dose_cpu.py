@@ -5,16 +5,17 @@ ablation, README).
 
 Per k: a conditional GAN of ``gan_cpu``'s widths for 2000 steps (classes drawn ∝ √count,
 DiffAugment always on: ADA between p = 0.2 and 0.8), sampled at truncation 0.5 (``gan_cpu``
-measured disgust 12% -> 84% recognizable at 0.5), 600 faces of each class judged by the CPU
-classifier trained for 2 balanced epochs (1000 faces per class) on the subsampled real split,
-the gate at 0.5; then 3 arms x 3 seeds of ``cpu.py``'s network from scratch for 3 balanced
-epochs of 2000 faces per class without EMA. Every kept class gets the same number of GAN faces
-(at most 1/4 of a class: 500 each), the other arms as many real repeats.
+measured disgust 12% -> 84% recognizable at 0.5), 4000 faces of each class filtered one by
+one by the judge (the CPU classifier trained for 2 balanced epochs of 1000 faces per class on
+the subsampled real split): a face is kept when the judge assigns it to its class; then 3 arms
+x 3 seeds of ``cpu.py``'s network from scratch for 3 balanced epochs of 2000 faces per class
+without EMA. Every class gets the same number of GAN faces (that of the class with the fewest
+kept, at most 1/4 of a class: 500), the other arms as many real repeats.
 Nothing fine-tunes ``checkpoints/cpu``: it saw every disgust face.
 
 Estimate from measured one-core speeds: a run is 3 epochs of 14k images at ~350 img/s,
-~2 min, x 36 = 75 min; a GAN ~10 min at ~3.3 it/s, x 4 = 40 min; judges, synthesis and
-scoring ~10 min.
+~2-3 min, x 36 = 75-100 min; a GAN 13-20 min (2.5 it/s while the other core trains), x 4;
+judges, synthesis and scoring ~10 min: 2.5-3 h in all. Measured: see README.
 
     nohup taskset -c 0 python -m experiments.gan_dose \\
         --config experiments/configs/gan_dose_cpu.py \\
@@ -45,6 +46,10 @@ def get_config():
     gan.checkpoint_every = 500
     gan.sample_every = 1000
     config.gan_pipeline.synthesize.max_per_class = 600
+    # The 2-epoch judge (46% val accuracy at k = 50) kept no whole class at the gate: faces are
+    # filtered one by one instead, from 4000 per class (fear, the hardest, keeps ~3.5%).
+    config.face_selection = "face"
+    config.face_candidates = 4000
     config.gan_pipeline.synthesize.truncation = 0.5
     config.gan_pipeline.judge = pipeline_base.classifier(cpu.get_config(), gan_mixing=False,
                                                          num_epochs=2, ema_decay=0.0)
