@@ -112,7 +112,7 @@ DRY_RUN = Plan(
                 "ema_warmup_steps": 4, "log_every_steps": 5, "progress": False,
                 "data.synthetic_sizes": {"num_train": 480, "num_val": 160, "num_test": 32}},
     gan={"cgan.g_channels": (32, 16, 8, 8), "cgan.d_channels": (8, 8, 16, 32),
-         "cgan.embed_dim": 8, "cgan.latent_dim": 16, "batch_size": 16, "log_every": 5,
+         "cgan.embed_dim": 8, "cgan.latent_dim": 20, "batch_size": 16, "log_every": 5,
          "checkpoint_every": 0, "sample_every": 100_000, "grid_columns": 4, "progress": False})
 PLANS = {plan.name: plan for plan in (DEVICE, DRY_RUN)}
 
