@@ -1,7 +1,7 @@
-"""The GAN dose-response study on real FER-2013 on this 2-core CPU, sized to about 2 hours on
-ONE core: disgust training faces cut to k = 50, 100, 218 and 436 (all of them), three paired
-seeds, oversampling as the baseline recipe (the best imbalance recipe of the 3-seed
-ablation, README).
+"""The GAN dose-response study on real FER-2013 on this 2-core CPU, about 3.5 hours on ONE core
+(measured: 100 min of stages for k = 50 and 436): disgust training faces cut to k = 50, 100,
+218 and 436 (all of them), three paired seeds, oversampling as the baseline recipe (the best
+imbalance recipe of the 3-seed ablation, README).
 
 Per k: a conditional GAN of ``gan_cpu``'s widths for 2000 steps (classes drawn ∝ √count,
 DiffAugment always on: ADA between p = 0.2 and 0.8), sampled at truncation 0.5 (``gan_cpu``
@@ -46,7 +46,7 @@ def get_config():
     gan.checkpoint_every = 500
     gan.sample_every = 1000
     config.gan_pipeline.synthesize.max_per_class = 600
-    # The 2-epoch judge (46% val accuracy at k = 50) kept no whole class at the gate: faces are
+    # The 2-epoch judge (~31% val accuracy) kept no whole class at the gate at k = 50: faces are
     # filtered one by one instead, from 4000 per class (fear, the hardest, keeps ~3.5%).
     config.face_selection = "face"
     config.face_candidates = 4000
