@@ -4,7 +4,8 @@
   latent ``z`` and a class label to an image through residual upsampling blocks
   (6 -> 12 -> 24 -> 48) with conditional batch norm, conditioned either by per-class tables or
   BigGAN-style (shared class embedding + hierarchical latent, see :data:`CONDITIONINGS`); the
-  discriminator is a spectrally normalised residual network with projection conditioning (Miyato & Koyama, 2018).
+  discriminator is a spectrally normalised residual network with projection conditioning
+  (Miyato & Koyama, 2018).
 * :class:`DCGANGenerator` / :class:`DCGANDiscriminator`: the unconditional baseline (one model
   per class, Radford et al. 2016 style, no spectral norm).
 

@@ -240,8 +240,9 @@ class Dose:
                 inference.load(pipeline.path("judge")), candidates)))
             print(f"  k = {k}: faces the judge assigns to their class, of {per_class} per class: "
                   + ", ".join(f"{name} {n}" for name, n in candidates.counts().items()))
+        counts = candidates.counts()
         kept = [name for name, verdict in gate.items()
-                if (candidates.counts().get(name, 0) if by_face else verdict["kept"])]
+                if (counts.get(name, 0) if by_face else verdict["kept"])]
         gan_sample.write_grid(
             generators, list(synthesize.classes), self.k_dir(k) / "gan_samples.png",
             seed=synthesize.seed, truncation=synthesize.truncation,
