@@ -17,6 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 
+import jax
 import ml_collections
 
 from fer_jax import run_guard
@@ -85,6 +86,7 @@ class Stages:
             self._reads = {}
             outputs = body()
             seconds = time.perf_counter() - start
+            jax.clear_caches()  # a stage's programs are its own; XLA executables hold memory maps
             inputs = self._inputs(section, [])
             run_guard.record(stage_dir, inputs)
             run_guard.write_json(stage_dir / OUTPUTS, {"outputs": outputs, "seconds": seconds,

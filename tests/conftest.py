@@ -13,8 +13,10 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ["FER_JAX_CACHE"] = tempfile.mkdtemp(prefix="fer_jax_test_cache-")
 
+import gc
 import pathlib
 
+import jax
 import pytest
 
 from fer_jax.data import synthetic
@@ -26,6 +28,16 @@ REAL_ZIP = pathlib.Path(os.environ.get("FER_JAX_DATA") or DEFAULT_REAL_ZIP)
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(os.environ["FER_JAX_CACHE"], ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_compiled_programs():
+    """Drops each module's compiled programs after it: every XLA CPU executable holds memory
+    maps, and the whole suite in one process passed the kernel's 65,530-map limit
+    (vm.max_map_count) and crashed inside the compiler."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
