@@ -177,20 +177,30 @@ def evaluate_generators(generators: Generators, data: FerData, classifier: Class
             "fid_reference": "val", **fer_scores(sets, classifier, seed=seed)}
 
 
-def judged_shares(classifier: Classifier, generated: Split) -> dict[str, dict[str, float]]:
+def judge(classifier: Classifier, generated: Split) -> np.ndarray:
+    """``[N]``: the index (in ``classifier.grouping``) of the class ``classifier`` assigns to
+    each generated image; one pass, for :func:`judged_shares` and :func:`recognized` alike."""
+    return classifier.probabilities(generated.images, progress="judge").argmax(-1)
+
+
+def judged_shares(classifier: Classifier, generated: Split,
+                  predicted: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """``{generated class: {class of classifier: share}}``: how ``classifier`` labels the
-    generated images of each class (rows sum to 1)."""
-    predicted = classifier.probabilities(generated.images, progress="judge").argmax(-1)
+    generated images of each class (rows sum to 1). ``predicted``: :func:`judge`'s output when
+    already computed."""
+    predicted = judge(classifier, generated) if predicted is None else predicted
     names = classifier.grouping.class_names
     return {name: {judged: float(np.mean(predicted[generated.labels == EMOTION_INDEX[name]]
                                          == index)) for index, judged in enumerate(names)}
             for name, count in generated.counts().items() if count}
 
 
-def recognized(classifier: Classifier, generated: Split) -> np.ndarray:
+def recognized(classifier: Classifier, generated: Split,
+               predicted: np.ndarray | None = None) -> np.ndarray:
     """Boolean ``[N]``: ``classifier`` assigns each generated image to the class it was
-    generated as (a per-face filter; classes outside its grouping are never recognized)."""
-    predicted = classifier.probabilities(generated.images, progress="filter").argmax(-1)
+    generated as (a per-face filter; classes outside its grouping are never recognized).
+    ``predicted``: :func:`judge`'s output when already computed."""
+    predicted = judge(classifier, generated) if predicted is None else predicted
     return classifier.grouping.encode(generated.labels) == predicted
 
 

@@ -49,7 +49,6 @@ from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import FerData, Split, load_from_config, sampling
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
-from gan import metrics as gan_metrics
 from gan import sample as gan_sample
 from studies.ablation import VARIANTS
 from studies.pipeline import Pipeline
@@ -233,14 +232,14 @@ class Dose:
         per_class = self.config.face_candidates if by_face else synthesize.max_per_class
         candidates = generators.sample(dict.fromkeys(synthesize.classes, per_class),
                                        synthesize.seed, synthesize.truncation)
-        gate = pipeline.judge_candidates(candidates)
+        gate, recognized = pipeline.judge_candidates(candidates)
         print(report.gate_table(gate))
         if by_face:
-            candidates = candidates.take(np.flatnonzero(gan_metrics.recognized(
-                inference.load(pipeline.path("judge")), candidates)))
-            print(f"  k = {k}: faces the judge assigns to their class, of {per_class} per class: "
-                  + ", ".join(f"{name} {n}" for name, n in candidates.counts().items()))
+            candidates = candidates.take(np.flatnonzero(recognized))
         counts = candidates.counts()
+        if by_face:
+            print(f"  k = {k}: faces the judge assigns to their class, of {per_class} per class: "
+                  + ", ".join(f"{name} {n}" for name, n in counts.items()))
         kept = [name for name, verdict in gate.items()
                 if (counts.get(name, 0) if by_face else verdict["kept"])]
         gan_sample.write_grid(

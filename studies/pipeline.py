@@ -228,7 +228,7 @@ class Pipeline:
                 return {"path": None, "per_class": {}, "gate": None}
             generators = gan_sample.load_generators(self.path("gan"))
             candidates = generators.sample(per_class, synthesize.seed, synthesize.truncation)
-            gate = self.judge_candidates(candidates)
+            gate, _ = self.judge_candidates(candidates)
             kept = [name for name, verdict in gate.items() if verdict["kept"]]
             print(report.gate_table(gate))
             gan_sample.write_grid(
@@ -256,17 +256,21 @@ class Pipeline:
                               "synthesize": self.config.synthesize,
                               "mixes": _mixes(self.config)}, None
 
-    def judge_candidates(self, candidates) -> dict:
+    def judge_candidates(self, candidates) -> tuple[dict, np.ndarray]:
         """The recognizability gate of the synthetic ``candidates``
         (:func:`gan.metrics.recognizability_gate` by the judge), each class with its count and
-        the judge's recall on real val images of it."""
+        the judge's recall on real val images of it; and, from the same predictions, which
+        candidates the judge assigns to their class (:func:`gan.metrics.recognized`)."""
         judge = inference.load(self.path("judge"))
-        gate = gan_metrics.recognizability_gate(gan_metrics.judged_shares(judge, candidates),
-                                                self.config.synthesize.min_recognizability)
+        predicted = gan_metrics.judge(judge, candidates)
+        gate = gan_metrics.recognizability_gate(
+            gan_metrics.judged_shares(judge, candidates, predicted),
+            self.config.synthesize.min_recognizability)
         real = evaluation.evaluate(judge, self.data.split("val"), judge.grouping)["per_class"]
         counts = candidates.counts()
-        return {name: {**verdict, "n": counts[name], "judge_real_recall": real[name]["recall"]}
-                for name, verdict in gate.items()}
+        return ({name: {**verdict, "n": counts[name], "judge_real_recall": real[name]["recall"]}
+                 for name, verdict in gate.items()},
+                gan_metrics.recognized(judge, candidates, predicted))
 
     def classifier_sections(self, root: pathlib.Path | None = None
                             ) -> dict[str, ml_collections.ConfigDict]:
