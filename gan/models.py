@@ -179,18 +179,25 @@ class DiscriminatorBlock(nn.Module):
 class Discriminator(nn.Module):
     """Projection discriminator: ``(images [B,48,48,1], labels [B]) -> logits [B]``.
 
-    ``logit = psi(h) + <embed(label), h>`` with ``h`` the globally sum-pooled features.
+    ``logit = psi(h) + <embed(label), h>`` with ``h`` the globally sum-pooled features. With
+    ``auxiliary_classifier`` it also has an AC-GAN head (Odena et al. 2017): class logits
+    ``[B, num_classes]`` from a spectrally normalised linear map of ``h``, returned as
+    ``(logits, class_logits)`` when called with ``with_class_logits=True``.
 
     Attributes:
       channels: feature widths after each block; all but the last halve the resolution
         (48 -> 24 -> 12 -> 6 for four widths).
+      auxiliary_classifier: add the class head.
     """
 
     num_classes: int = NUM_EMOTIONS
     channels: Sequence[int] = (32, 64, 128, 256)
+    auxiliary_classifier: bool = False
 
     @nn.compact
-    def __call__(self, images, labels, *, train: bool):
+    def __call__(self, images, labels, *, train: bool, with_class_logits: bool = False):
+        if with_class_logits and not self.auxiliary_classifier:
+            raise ValueError("class logits need a discriminator with auxiliary_classifier=True")
         h = images
         last = len(self.channels) - 1
         for i, features in enumerate(self.channels):
@@ -200,7 +207,12 @@ class Discriminator(nn.Module):
         logits = nn.SpectralNorm(nn.Dense(1))(h, update_stats=train)[:, 0]
         embedding = nn.SpectralNorm(nn.Embed(self.num_classes, h.shape[-1]))(
             labels, update_stats=train)
-        return logits + jnp.sum(embedding * h, axis=-1)
+        logits = logits + jnp.sum(embedding * h, axis=-1)
+        if not self.auxiliary_classifier:
+            return logits
+        class_logits = nn.SpectralNorm(nn.Dense(self.num_classes, name="classifier"))(
+            h, update_stats=train)
+        return (logits, class_logits) if with_class_logits else logits
 
 
 class DCGANGenerator(nn.Module):
@@ -242,16 +254,21 @@ class DCGANDiscriminator(nn.Module):
 
 def build(model: str, hparams, axis_name: str | None = None) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair of ``model`` ("cgan" or "dcgan"), with widths
-    ``hparams.g_channels`` / ``hparams.d_channels`` (and ``hparams.embed_dim`` and
-    ``hparams.conditioning`` for cgan; the unconditional dcgan refuses "hierarchical")."""
+    ``hparams.g_channels`` / ``hparams.d_channels`` (and ``hparams.embed_dim``,
+    ``hparams.conditioning`` and an auxiliary classifier when ``hparams.aux_weight`` > 0 for
+    cgan; the unconditional dcgan refuses "hierarchical" and the auxiliary classifier)."""
     if model == "cgan":
         return (Generator(channels=tuple(hparams.g_channels), embed_dim=hparams.embed_dim,
                           conditioning=hparams.conditioning, axis_name=axis_name),
-                Discriminator(channels=tuple(hparams.d_channels)))
+                Discriminator(channels=tuple(hparams.d_channels),
+                              auxiliary_classifier=hparams.aux_weight > 0))
     if model == "dcgan":
         if hparams.conditioning != "embedding":
             raise ValueError(f"dcgan is unconditional (one model per class): conditioning "
                              f"{hparams.conditioning!r} does not apply; keep 'embedding'")
+        if hparams.aux_weight > 0:
+            raise ValueError(f"dcgan is unconditional (one model per class): aux_weight "
+                             f"{hparams.aux_weight} does not apply; keep 0")
         return (DCGANGenerator(channels=tuple(hparams.g_channels), axis_name=axis_name),
                 DCGANDiscriminator(channels=tuple(hparams.d_channels)))
     raise ValueError(f"unknown GAN model {model!r}; expected 'cgan' or 'dcgan'")

@@ -149,6 +149,7 @@ class GanHparams:
     latent_dim: int
     loss: str
     r1_gamma: float
+    aux_weight: float
     g_lr: float
     d_lr: float
     betas: tuple[float, float]
@@ -300,6 +301,21 @@ class Gan:
     def _augment(self, keys, images, p):
         return losses.diff_augment(keys, images, self.hparams.augment_policy, p)
 
+    @property
+    def _class_logits_kwargs(self) -> dict:
+        """Discriminator call arguments that return the auxiliary class logits too."""
+        return {"with_class_logits": True} if self.hparams.aux_weight > 0 else {}
+
+    def _split_outputs(self, outputs, labels, num_labelled: int):
+        """(adversarial logits, the auxiliary cross-entropy of the first ``num_labelled`` rows
+        against ``labels``; 0 without the auxiliary classifier) of a discriminator call."""
+        if self.hparams.aux_weight <= 0:
+            return outputs, jnp.zeros(())
+        logits, class_logits = outputs
+        aux = optax.softmax_cross_entropy_with_integer_labels(class_logits[:num_labelled],
+                                                              labels).mean()
+        return logits, aux
+
     def _reduce(self, tree):
         return parallel.reduce_mean(tree, self.axis_name)
 
@@ -316,21 +332,22 @@ class Gan:
         batch = real.shape[0]
 
         def loss_fn(d_params):
-            logits, updated = self.discriminator.apply(
+            outputs, updated = self.discriminator.apply(
                 {"params": d_params, "batch_stats": state.d_batch_stats},
                 jnp.concatenate([real, fake]), jnp.concatenate([labels, labels]), train=True,
-                mutable=["batch_stats"])
+                mutable=["batch_stats"], **self._class_logits_kwargs)
+            logits, aux = self._split_outputs(outputs, labels, batch)
             real_logits, fake_logits = logits[:batch], logits[batch:]
-            loss = self.loss_fns[0](real_logits, fake_logits)
+            loss = self.loss_fns[0](real_logits, fake_logits) + hparams.aux_weight * aux
             r1 = jnp.zeros(())
             if hparams.r1_gamma > 0:
                 variables = {"params": d_params, **updated}
                 r1 = losses.r1_penalty(
                     lambda x: self.discriminator.apply(variables, x, labels, train=False), real)
                 loss = loss + 0.5 * hparams.r1_gamma * r1
-            return loss, (updated.get("batch_stats", {}), real_logits, fake_logits, r1)
+            return loss, (updated.get("batch_stats", {}), real_logits, fake_logits, r1, aux)
 
-        (loss, (d_batch_stats, real_logits, fake_logits, r1)), grads = jax.value_and_grad(
+        (loss, (d_batch_stats, real_logits, fake_logits, r1, aux)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(state.d_params)
         grads = self._reduce(grads)
         updates, d_opt_state = self.optimizers[1].update(grads, state.d_opt_state, state.d_params)
@@ -346,6 +363,8 @@ class Gan:
         metrics = {"d_loss": loss, "d_real": jnp.mean(real_logits),
                    "d_fake": jnp.mean(fake_logits), "r1": r1, "ada_rt": overfit,
                    "augment_p": augment_p}
+        if hparams.aux_weight > 0:
+            metrics["d_aux"] = aux
         return state, self._reduce(metrics)
 
     def g_step(self, state: GANState, labels, keys) -> tuple[GANState, dict]:
@@ -356,12 +375,15 @@ class Gan:
         def loss_fn(g_params):
             fake, updated = self._generate_train(g_params, state.g_batch_stats, z, labels)
             fake = self._augment(keys[:, 1], fake, state.augment_p)
-            logits = self.discriminator.apply(
+            outputs = self.discriminator.apply(
                 {"params": state.d_params, "batch_stats": state.d_batch_stats}, fake, labels,
-                train=False)
-            return self.loss_fns[1](logits), updated.get("batch_stats", {})
+                train=False, **self._class_logits_kwargs)
+            logits, aux = self._split_outputs(outputs, labels, len(labels))
+            loss = self.loss_fns[1](logits) + self.hparams.aux_weight * aux
+            return loss, (updated.get("batch_stats", {}), aux)
 
-        (loss, g_batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
+        (loss, (g_batch_stats, aux)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.g_params)
         grads = self._reduce(grads)
         updates, g_opt_state = self.optimizers[0].update(grads, state.g_opt_state, state.g_params)
         g_params = optax.apply_updates(state.g_params, updates)
@@ -370,7 +392,10 @@ class Gan:
                                             state.ema_params, g_params)
         state = state.replace(g_params=g_params, g_batch_stats=g_batch_stats,
                               g_opt_state=g_opt_state, ema_params=ema_params)
-        return state, self._reduce({"g_loss": loss})
+        metrics = {"g_loss": loss}
+        if self.hparams.aux_weight > 0:
+            metrics["g_aux"] = aux
+        return state, self._reduce(metrics)
 
     def train_step(self, state: GANState, batch: dict, rng, images) -> tuple[GANState, dict]:
         """One iteration (D step, G step) on a batch from

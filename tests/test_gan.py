@@ -167,6 +167,27 @@ def test_bad_conditioning_or_latent_size_is_refused():
         models.build("dcgan", gan_base.gan_hparams(conditioning="hierarchical"))
 
 
+def test_an_auxiliary_classifier_adds_class_logits_and_leaves_the_adversarial_logit():
+    from experiments.configs import gan_base
+
+    images, labels = jnp.zeros((3, 48, 48, 1)), jnp.array([0, 1, 6], jnp.int32)
+    plain = models.Discriminator(channels=(8, 8, 16))
+    with_head = models.Discriminator(channels=(8, 8, 16), auxiliary_classifier=True)
+    plain_vars = plain.init(KEY, images, labels, train=False)
+    head_vars = with_head.init(KEY, images, labels, train=False)
+    assert set(head_vars["params"]) - set(plain_vars["params"]) == {"classifier"}
+    logits, class_logits = with_head.apply(head_vars, images, labels, train=False,
+                                           with_class_logits=True)
+    assert class_logits.shape == (3, 7)
+    np.testing.assert_array_equal(logits, plain.apply(plain_vars, images, labels, train=False))
+    np.testing.assert_array_equal(logits, with_head.apply(head_vars, images, labels, train=False))
+    with pytest.raises(ValueError, match="auxiliary_classifier=True"):
+        plain.apply(plain_vars, images, labels, train=False, with_class_logits=True)
+    assert models.build("cgan", gan_base.gan_hparams(aux_weight=0.5))[1].auxiliary_classifier
+    with pytest.raises(ValueError, match="aux_weight 0.5 does not apply"):
+        models.build("dcgan", gan_base.gan_hparams(aux_weight=0.5))
+
+
 def test_the_default_config_builds_the_per_class_table_generator():
     from experiments.configs import gan_base
 

@@ -15,6 +15,7 @@ from fer_jax import inference, loop, parallel
 from fer_jax import models as classifier_models
 from fer_jax.checkpoint import Checkpointer
 from fer_jax.classes import EMOTIONS, SEVEN
+from fer_jax.data.augment import to_float
 from fer_jax.data.sampling import load_synthetic_npz
 from fer_jax.errors import FerError
 from gan import experiment, input_pipeline, metrics, quality, sample, train
@@ -437,6 +438,36 @@ def test_a_hierarchical_cgan_trains_and_samples_end_to_end(tiny_data, tmp_path):
     assert generators.with_shared_latents([0, 3], seed=2, truncation=0.5).shape == (2, 48, 48)
 
 
+def test_the_auxiliary_terms_add_their_weighted_cross_entropy_to_both_losses(tiny_data):
+    # Same seed: the adversarial part of D (and G) is initialised identically with or without
+    # the class head, so each loss is the adversarial loss + aux_weight x its cross-entropy.
+    batches = input_pipeline.BalancedBatches.from_split(tiny_data.split("train"), CLASSES, 8, 0)
+    batch = batches.batch(0)
+    real = to_float(batches.images[batch["image_index"]]) * 2.0 - 1.0
+    keys = jax.vmap(functools.partial(jax.random.split, num=5))(batch["key"])
+    labels = jnp.asarray(batch["label"])
+    measured = {}
+    for weight in (0.0, 1.0, 3.0):
+        config = tiny_config()
+        config.cgan.aux_weight = weight
+        gan = train.build_gan(config)
+        state = gan.init_state(0)
+        _, d_metrics = gan.d_step(state, real, labels, keys[:, :3])
+        _, g_metrics = gan.g_step(state, labels, keys[:, 3:])
+        measured[weight] = {**d_metrics, **g_metrics}
+    one, three, none = measured[1.0], measured[3.0], measured[0.0]
+    assert "d_aux" not in none and "g_aux" not in none
+    for player in ("d", "g"):
+        aux = float(one[f"{player}_aux"])
+        assert aux == pytest.approx(float(three[f"{player}_aux"]), rel=1e-6) and aux > 0
+        assert float(one[f"{player}_loss"]) - aux == pytest.approx(
+            float(none[f"{player}_loss"]), abs=1e-5)
+        assert float(three[f"{player}_loss"]) - float(one[f"{player}_loss"]) == pytest.approx(
+            2 * aux, abs=1e-5)
+
+
 def test_gan_configs_saved_before_conditioning_existed_load_as_embedding():
-    saved = {k: v for k, v in gan_smoke.get_config().cgan.items() if k != "conditioning"}
-    assert train.GanHparams.from_config(saved).conditioning == "embedding"
+    saved = {k: v for k, v in gan_smoke.get_config().cgan.items()
+             if k not in ("conditioning", "aux_weight")}
+    hparams = train.GanHparams.from_config(saved)
+    assert hparams.conditioning == "embedding" and hparams.aux_weight == 0.0

@@ -36,9 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
         "synthetic_balance": "gap",
         "gan_mixing": False,                            # pipelines: mix the pipeline's GAN faces
     })
+    # fer_jax.data.augment.AugmentConfig: crops of a side drawn from [min_crop, max_crop] px
+    # resized back to 48 (48, 48: plain shifts); RandomErasing with probability erase_prob
     config.augment = ml_collections.ConfigDict({
         "max_shift": 4, "flip": True, "max_rotation_deg": 10.0, "brightness": 0.15,
-        "contrast": 0.15, "pad_mode": "edge",
+        "contrast": 0.15, "pad_mode": "edge", "min_crop": 48, "max_crop": 48,
+        "erase_prob": 0.0,
     })
 
     config.init_from = config_dict.placeholder(str)  # trained classifier workdir: fine-tune it

@@ -21,6 +21,9 @@ def gan_hparams(**overrides) -> ml_collections.ConfigDict:
         "latent_dim": 32,
         "loss": "hinge",                 # "hinge" | "nonsaturating"
         "r1_gamma": 0.0,                 # R1 penalty weight (0 = off)
+        # cgan: weight of the AC-GAN terms (0 = off): D gets a class head trained with
+        # cross-entropy on real faces, G is pushed to make fakes that head puts in their class
+        "aux_weight": 0.0,
         "g_lr": 2e-4, "d_lr": 4e-4, "betas": (0.0, 0.9),
         "ema_decay": 0.99,               # generator EMA used for sampling
         "ema_warmup_steps": 20,          # the EMA follows the weights until this step

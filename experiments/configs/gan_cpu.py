@@ -26,6 +26,7 @@ def get_config():
     config.cgan = gan_base.gan_hparams(
         g_channels=(64, 32, 16, 8), d_channels=(8, 16, 32, 64), embed_dim=32,
         conditioning="hierarchical", latent_dim=80,  # 80 = 16 per chunk x (1 + 3 blocks + 1)
+        aux_weight=1.0,  # AC-GAN terms: hierarchical conditioning alone left G label-blind
         ema_decay=0.999, ema_warmup_steps=500,
         augment_p=0.2, ada_min_p=0.2, ada_target=0.6, ada_speed=0.001)
     config.dcgan.latent_dim = 64
