@@ -80,3 +80,28 @@ def test_two_tier_cpu_reuses_the_ablation_cpu_flat_runs():
     assert ours.classifier.to_json() == theirs.classifier.to_json()
     assert ours.data.to_json() == theirs.data.to_json()
     assert {"none"} <= set(theirs.variants) and set(theirs.seeds) <= set(ours.seeds)
+
+
+# Sections that hold free-form keyword arguments or overrides, not schema keys.
+FREE_FORM = {"model_kwargs", "cas_overrides", "classifier_overrides", "synthetic_sizes"}
+SCHEMAS = {"smoke": "classifier_base", "cpu": "classifier_base", "accel": "classifier_base",
+           "seed_cnn": "classifier_base", "gan_dose_cpu": "dose_base",
+           "gan_dose_accel": "dose_base"}
+
+
+def _key_paths(config, prefix=""):
+    paths = set()
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict) and key not in FREE_FORM:
+            paths |= _key_paths(value, f"{prefix}{key}.")
+        else:
+            paths.add(prefix + key)
+    return paths
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in BASES | {"dose_base"}])
+def test_presets_set_only_keys_their_schema_defines(name):
+    schema = SCHEMAS.get(name, _family(name))
+    preset = importlib.import_module(f"experiments.configs.{name}").get_config()
+    defined = _key_paths(importlib.import_module(f"experiments.configs.{schema}").get_config())
+    assert _key_paths(preset) <= defined, sorted(_key_paths(preset) - defined)
