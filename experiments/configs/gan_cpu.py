@@ -7,8 +7,9 @@ below).
 
 Stronger conditioning (#16): BigGAN-style hierarchical latent + shared class embedding
 (latent_dim 80: five chunks of 16), classes drawn in proportion to the square root of their
-counts, and DiffAugment always on (ADA moves p within [0.2, ada_max_p]). These settings are not
-yet measured on real data.
+counts, DiffAugment always on (ADA moves p within [0.2, ada_max_p]), and AC-GAN terms
+(aux_weight 1). Measured on real data (seed 0, README): without the AC terms CAS 35.6%, label
+sensitivity 29.6%; with them CAS 41.2%, label sensitivity 40.9% (targets 50% / 80%).
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
