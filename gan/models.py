@@ -208,11 +208,13 @@ class Discriminator(nn.Module):
         embedding = nn.SpectralNorm(nn.Embed(self.num_classes, h.shape[-1]))(
             labels, update_stats=train)
         logits = logits + jnp.sum(embedding * h, axis=-1)
-        if not self.auxiliary_classifier:
-            return logits
-        class_logits = nn.SpectralNorm(nn.Dense(self.num_classes, name="classifier"))(
-            h, update_stats=train)
-        return (logits, class_logits) if with_class_logits else logits
+        # The head runs only when asked for (or to create its parameters at init).
+        if self.auxiliary_classifier and (with_class_logits or self.is_initializing()):
+            class_logits = nn.SpectralNorm(nn.Dense(self.num_classes, name="classifier"))(
+                h, update_stats=train)
+            if with_class_logits:
+                return logits, class_logits
+        return logits
 
 
 class DCGANGenerator(nn.Module):

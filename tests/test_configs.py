@@ -12,7 +12,7 @@ from fer_jax import models
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
-BASES = {"classifier_base", "gan_base", "pipeline_base", "ablation_base"}
+BASES = {"classifier_base", "gan_base", "pipeline_base", "ablation_base", "dose_base"}
 
 
 GAN_MODELS = ("cgan", "dcgan")
@@ -49,8 +49,9 @@ def _family(name: str) -> str:
     """The schema a config belongs to, by name (bases: themselves)."""
     if name in BASES:
         return name
-    prefixes = {"gan_": "gan_base", "pipeline_": "pipeline_base", "ablation_": "ablation_base",
-                "seed_comparison_": "ablation_base", "two_tier_": "ablation_base"}
+    prefixes = {"gan_dose_": "dose_base", "gan_": "gan_base", "pipeline_": "pipeline_base",
+                "ablation_": "ablation_base", "seed_comparison_": "ablation_base",
+                "two_tier_": "ablation_base"}
     return next((base for prefix, base in prefixes.items() if name.startswith(prefix)),
                 "classifier_base")
 
@@ -84,9 +85,6 @@ def test_two_tier_cpu_reuses_the_ablation_cpu_flat_runs():
 
 # Sections that hold free-form keyword arguments or overrides, not schema keys.
 FREE_FORM = {"model_kwargs", "cas_overrides", "classifier_overrides", "synthetic_sizes"}
-SCHEMAS = {"smoke": "classifier_base", "cpu": "classifier_base", "accel": "classifier_base",
-           "seed_cnn": "classifier_base", "gan_dose_cpu": "dose_base",
-           "gan_dose_accel": "dose_base"}
 
 
 def _key_paths(config, prefix=""):
@@ -99,9 +97,9 @@ def _key_paths(config, prefix=""):
     return paths
 
 
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in BASES | {"dose_base"}])
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in BASES])
 def test_presets_set_only_keys_their_schema_defines(name):
-    schema = SCHEMAS.get(name, _family(name))
+    schema = _family(name)
     preset = importlib.import_module(f"experiments.configs.{name}").get_config()
     defined = _key_paths(importlib.import_module(f"experiments.configs.{schema}").get_config())
     assert _key_paths(preset) <= defined, sorted(_key_paths(preset) - defined)
