@@ -1,6 +1,9 @@
 """Shared fixtures. Two host CPU devices are forced for the whole session (before jax is
 imported anywhere) so jit-vs-pmap parity and multi-device code are tested on this machine, and
 the parsed-data cache ($FER_JAX_CACHE) is a temporary folder, never the user's ~/.cache/fer_jax.
+Compiled programs go to a persistent compilation cache in a temporary folder for the session
+(subprocesses inherit it): the suite's runs, stages and subprocesses compile the same small
+models again and again (the dose study end to end: 262 -> 177 s on one core).
 
 Real-data tests read the FER-2013 zip named by $FER_JAX_DATA, else
 ``<checkout>/../shared/data/fer2013/fer2013_images.zip``, and skip (saying where they looked)
@@ -12,6 +15,9 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ["FER_JAX_CACHE"] = tempfile.mkdtemp(prefix="fer_jax_test_cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fer_jax_xla_cache-")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 import gc
 import pathlib
@@ -27,7 +33,8 @@ REAL_ZIP = pathlib.Path(os.environ.get("FER_JAX_DATA") or DEFAULT_REAL_ZIP)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(os.environ["FER_JAX_CACHE"], ignore_errors=True)
+    for folder in ("FER_JAX_CACHE", "JAX_COMPILATION_CACHE_DIR"):
+        shutil.rmtree(os.environ[folder], ignore_errors=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
