@@ -19,9 +19,14 @@ framework): ``{"model", "batch", "framework", "train_images_per_sec", "infer_ima
 row also gives images per second of the process's CPU time, ``*_images_per_cpu_sec``, which
 other load on a shared machine disturbs less: compare those with one thread per framework).
 
+``--layers`` instead times every convolution of each model on its own (this process, one
+batch size at a time): forward, input gradient and weight gradient in milliseconds, in fer-jax
+(XLA) and, with ``--against torch``, in PyTorch (``conv2d``, ``grad.conv2d_input``,
+``grad.conv2d_weight``): where a training step's convolution time goes.
+
     python -m experiments.benchmark [--models seed_cnn vgg13 compact] [--batches 64 256]
         [--modes jit pmap] [--devices 1 2] [--steps 5] [--out checkpoints/benchmark]
-        [--against torch] [--before] [--json OUT]
+        [--against torch] [--before] [--json OUT] [--layers]
 """
 
 from __future__ import annotations
@@ -228,6 +233,117 @@ def measure_torch(model_name: str, batch: int, steps: int, compiled: bool) -> di
             **_throughput(batch, train_s, infer_s)}
 
 
+def conv_layers(model_name: str, batch: int) -> list[dict]:
+    """The convolutions of ``model_name`` (at :data:`MODEL_KWARGS` widths) applied to a
+    ``batch`` of images, in order: ``{"input": [B,H,W,C], "kernel": [kh,kw,C,F], "padding":
+    [(lo, hi), (lo, hi)]}``, read from the model's jaxpr (stride 1, NHWC / HWIO)."""
+    import jax
+    import numpy as np
+    from jax.extend import core as jax_core
+
+    from fer_jax import models
+
+    model = models.create_model(model_name, NUM_CLASSES, **MODEL_KWARGS.get(model_name, {}))
+    images = np.zeros((batch, 48, 48, 1), np.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "conv_general_dilated":
+                lhs, rhs = (v.aval.shape for v in eqn.invars)
+                yield {"input": list(lhs), "kernel": list(rhs),
+                       "padding": [list(p) for p in eqn.params["padding"]]}
+            for sub in jax_core.jaxprs_in_params(eqn.params):
+                yield from walk(sub)
+
+    return list(walk(jaxpr.jaxpr))
+
+
+def _layer_name(layer: dict) -> str:
+    _, h, w, c = layer["input"]
+    return f"{h}x{w}x{c}->{layer['kernel'][-1]}"
+
+
+def measure_layers(model_name: str, batch: int, steps: int, against_torch: bool) -> list[dict]:
+    """Milliseconds per call of each convolution of ``model_name``: forward, input gradient
+    (None for the image layer, which a training step does not differentiate) and weight
+    gradient; fer-jax rows, then PyTorch's (one per layer) when ``against_torch``."""
+    import jax
+    import numpy as np
+    from jax import lax
+
+    rows = []
+    layers = conv_layers(model_name, batch)
+    rng = np.random.default_rng(0)
+    for index, layer in enumerate(layers):
+        x = rng.standard_normal(layer["input"], np.float32)
+        kernel = rng.standard_normal(layer["kernel"], np.float32)
+
+        def conv(x, kernel, padding=layer["padding"]):
+            return lax.conv_general_dilated(x, kernel, (1, 1), padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        g = rng.standard_normal(jax.eval_shape(conv, x, kernel).shape, np.float32)
+        forward = jax.jit(conv)
+        # The gradients take both operands (XLA drops the one a gradient does not read).
+        input_grad = jax.jit(lambda g, x, k, conv=conv: jax.vjp(
+            lambda x: conv(x, k), x)[1](g)[0])
+        weight_grad = jax.jit(lambda g, x, k, conv=conv: jax.vjp(
+            lambda k: conv(x, k), k)[1](g)[0])
+        timings = {"forward": (forward, x, kernel), "weight_grad": (weight_grad, g, x, kernel)}
+        if index:
+            timings["input_grad"] = (input_grad, g, x, kernel)
+        rows.append({"model": model_name, "batch": batch, "layer": _layer_name(layer),
+                     "framework": "fer-jax", "input_grad_ms": None,
+                     **{f"{name}_ms": 1e3 * _timed(lambda f=f, a=a: jax.block_until_ready(
+                         f(*a)), steps)[0] for name, (f, *a) in timings.items()}})
+        if against_torch:
+            rows.append(_torch_layer_row(rows[-1], layer, x, kernel, g, steps, index > 0))
+    return rows
+
+
+def _torch_layer_row(jax_row: dict, layer: dict, x, kernel, g, steps: int,
+                     with_input_grad: bool) -> dict:
+    import torch
+
+    x, g = (torch.from_numpy(a).permute(0, 3, 1, 2).contiguous() for a in (x, g))
+    kernel = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous()
+    (top, bottom), (left, right) = layer["padding"]
+    if top != bottom or left != right:
+        raise ValueError(f"PyTorch conv2d pads symmetrically; {_layer_name(layer)} is padded "
+                         f"{layer['padding']}")
+    padding = (top, left)
+    calls = {"forward": lambda: torch.nn.functional.conv2d(x, kernel, padding=padding),
+             "weight_grad": lambda: torch.nn.grad.conv2d_weight(x, kernel.shape, g,
+                                                                padding=padding)}
+    if with_input_grad:
+        calls["input_grad"] = lambda: torch.nn.grad.conv2d_input(x.shape, kernel, g,
+                                                                 padding=padding)
+    with torch.no_grad():
+        times = {f"{name}_ms": 1e3 * _timed(call, steps)[0] for name, call in calls.items()}
+    return {**jax_row, "framework": f"torch-eager ({torch.get_num_threads()} threads)",
+            "input_grad_ms": None, **times}
+
+
+def layers_table(rows: list[dict]) -> str:
+    """``--layers`` rows as markdown, with per-model totals per framework."""
+    lines = ["| model | batch | layer | framework | forward ms | input grad ms | weight grad ms |",
+             "|---|---:|---|---|---:|---:|---:|"]
+    totals: dict[tuple, list[float]] = {}
+    for r in rows:
+        values = [r["forward_ms"], r["input_grad_ms"], r["weight_grad_ms"]]
+        key = (r["model"], r["batch"], r["framework"])
+        totals[key] = [t + (v or 0) for t, v in zip(totals.get(key, [0, 0, 0]), values)]
+        cells = " | ".join("-" if v is None else f"{v:.1f}" for v in values)
+        lines.append(f"| {r['model']} | {r['batch']} | {r['layer']} | {r['framework']} | "
+                     f"{cells} |")
+    for (model, batch, framework), values in totals.items():
+        cells = " | ".join(f"**{v:.1f}**" for v in values)
+        lines.append(f"| {model} | {batch} | all | {framework} | {cells} |")
+    return "\n".join(lines)
+
+
 def worker(args) -> int:
     for batch in args.batches:
         if args.framework.startswith("torch"):
@@ -339,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", action="store_true",
                         help="also measure fer-jax as before issue #14 (flax layers, no flags)")
     parser.add_argument("--json", help="writes the per-framework rows to this file")
+    parser.add_argument("--layers", action="store_true",
+                        help="time each convolution's forward, input and weight gradient "
+                             "instead of training steps")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=FRAMEWORKS, default="fer-jax",
                         help=argparse.SUPPRESS)
@@ -349,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     from fer_jax import runtime
 
     print(f"XLA flags set by fer_jax.runtime.configure(): {runtime.configure()}", flush=True)
+    if args.layers:
+        return run_layers(args)
     gemm = gemm_gflops()
     print(f"float32 GEMM: {gemm:.1f} GFLOP/s", flush=True)
     runs = [(f, mode, devices) for f in ("fer-jax", "fer-jax-before")[:1 + args.before]
@@ -376,6 +497,23 @@ def main(argv: list[str] | None = None) -> int:
                 pathlib.Path(args.json).write_text(json.dumps(json_rows(results), indent=1))
     print(markdown_table(results, gemm) + "\n\n" + comparison_table(results))
     return 0 if results else 1
+
+def run_layers(args) -> int:
+    """``--layers``: per-convolution timings of every model and batch, in this process."""
+    against_torch = args.against == "torch"
+    if against_torch and importlib.util.find_spec("torch") is None:
+        print("torch is not installed (pip install -e '.[bench]'): PyTorch skipped", flush=True)
+        against_torch = False
+    rows = [row for model in args.models for batch in args.batches
+            for row in measure_layers(model, batch, args.steps, against_torch)]
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"cpu_count": os.cpu_count(),
+                                                    "layers": rows}, indent=1))
+    out.with_suffix(".md").write_text(layers_table(rows) + "\n")
+    print(layers_table(rows))
+    return 0
+
 
 if __name__ == "__main__":
     run_main(main)

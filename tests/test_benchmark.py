@@ -33,3 +33,28 @@ def test_measurements_rows_and_tables():
         assert row["train_images_per_sec"] > 0 and row["infer_images_per_sec"] > 0
     assert "| compact | fer-jax |" in benchmark.markdown_table(results, gemm=100.0)
     assert "| compact | 4 | fer-jax | jit x" in benchmark.comparison_table(results)
+
+
+def test_conv_layers_are_read_from_the_model_in_order():
+    layers = benchmark.conv_layers("seed_cnn", 2)
+    # The seed project's Keras network: VALID 3x3 convs 32-64 | 128-128 | 256-256, pooled
+    # after each pair.
+    assert [(layer["input"], layer["kernel"][-1]) for layer in layers] == [
+        ([2, 48, 48, 1], 32), ([2, 46, 46, 32], 64), ([2, 22, 22, 64], 128),
+        ([2, 20, 20, 128], 128), ([2, 9, 9, 128], 256), ([2, 7, 7, 256], 256)]
+    assert all(layer["padding"] == [[0, 0], [0, 0]] for layer in layers)
+    assert [layer["padding"] for layer in benchmark.conv_layers("compact", 2)] == [
+        [[1, 1], [1, 1]]] * 7
+
+
+def test_layer_timings_rows_and_table():
+    rows = benchmark.measure_layers("compact", 2, steps=1, against_torch=HAS_TORCH)
+    per_framework = 2 if HAS_TORCH else 1
+    assert len(rows) == 7 * per_framework
+    first, later = rows[0], rows[per_framework]
+    assert first["layer"] == "48x48x1->16" and first["input_grad_ms"] is None
+    assert later["layer"] == "24x24x16->32" and later["input_grad_ms"] > 0
+    assert all(r["forward_ms"] > 0 and r["weight_grad_ms"] > 0 for r in rows)
+    table = benchmark.layers_table(rows)
+    assert "| compact | 2 | 48x48x1->16 | fer-jax |" in table
+    assert table.count("| compact | 2 | all |") == per_framework
