@@ -2,6 +2,7 @@
 and the PyTorch networks it compares against (skipped when torch is not installed)."""
 
 import importlib.util
+import json
 
 import jax
 import numpy as np
@@ -47,14 +48,17 @@ def test_conv_layers_are_read_from_the_model_in_order():
         [[1, 1], [1, 1]]] * 7
 
 
-def test_layer_timings_rows_and_table():
-    rows = benchmark.measure_layers("compact", 2, steps=1, against_torch=HAS_TORCH)
+def test_layer_timings_rows_and_table(tmp_path):
+    out = tmp_path / "layers"
+    argv = ["--layers", "--models", "compact", "--batches", "2", "--steps", "1", "--out", str(out)]
+    assert benchmark.main(argv + (["--against", "torch"] if HAS_TORCH else [])) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["layers"]
     per_framework = 2 if HAS_TORCH else 1
     assert len(rows) == 7 * per_framework
     first, later = rows[0], rows[per_framework]
     assert first["layer"] == "48x48x1->16" and first["input_grad_ms"] is None
     assert later["layer"] == "24x24x16->32" and later["input_grad_ms"] > 0
     assert all(r["forward_ms"] > 0 and r["weight_grad_ms"] > 0 for r in rows)
-    table = benchmark.layers_table(rows)
+    table = out.with_suffix(".md").read_text()
     assert "| compact | 2 | 48x48x1->16 | fer-jax |" in table
     assert table.count("| compact | 2 | all |") == per_framework
