@@ -252,6 +252,10 @@ def conv_layers(model_name: str, batch: int) -> list[dict]:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "conv_general_dilated":
                 lhs, rhs = (v.aval.shape for v in eqn.invars)
+                if tuple(eqn.params["window_strides"]) != (1, 1):
+                    raise ValueError(f"{model_name}: --layers times stride-1 convolutions; "
+                                     f"one on {list(lhs)} has strides "
+                                     f"{eqn.params['window_strides']}")
                 yield {"input": list(lhs), "kernel": list(rhs),
                        "padding": [list(p) for p in eqn.params["padding"]]}
             for sub in jax_core.jaxprs_in_params(eqn.params):
