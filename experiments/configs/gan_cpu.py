@@ -12,7 +12,8 @@ counts, DiffAugment always on (ADA moves p within [0.2, ada_max_p]), and AC-GAN 
 for the AC terms). Measured on real data (seed 0, README): without the AC terms CAS 35.6%, label
 sensitivity 29.6%; with them CAS 41.2%, label sensitivity 40.9%; with the wider discriminator
 CAS 42.0%, label sensitivity 56.6% (targets 50% / 80%), 6000 steps in 53 min at 1.9 it/s on one
-core.
+core and 8 min of evaluation: past the hour with the DCGAN baselines (~20 min more);
+``'--config.baseline.classes=()'`` skips them, as the README's measured runs did.
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
