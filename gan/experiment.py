@@ -205,7 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     print(metrics.format_comparison(reports))
     if "cas" in result:
         print(f"CAS (val accuracy of a classifier trained on generated images only): "
-              f"{result['cas']['cas']:.1%}")
+              f"{result['cas']['cas']:.1%}; the same trained on as many real faces: "
+              f"{result['cas']['real_reference']['cas']:.1%}")
     (workdir / "gan_metrics.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {workdir / 'gan_metrics.json'}")
     return result

@@ -8,7 +8,9 @@
 * Recognizability: the share of generated images of class c that the classifier assigns to c,
   beside the classifier's recall on real validation images of c.
 * CAS (classification accuracy score, Ravuri & Vinyals 2019): validation accuracy of a
-  classifier trained on generated images only.
+  classifier trained on generated images only, beside its real-data reference: the same
+  classifier, budget and class counts trained on real training images (what the protocol
+  reaches with perfect generated faces).
 """
 
 from __future__ import annotations
@@ -224,9 +226,11 @@ def classification_accuracy_score(generators: Generators, data: FerData,
                                   samples_per_class: int, seed: int = 0) -> dict:
     """CAS: accuracy on ``data``'s real val split of ``classifier_config`` trained (in
     ``workdir``, resumable) on ``samples_per_class`` generated images of each of its classes
-    only. ``{"cas", "cas_macro_f1", "cas_recall": {class: its val recall}, "workdir",
-    "interrupted"}``; only ``interrupted`` (the signal) and ``workdir`` when SIGTERM/SIGINT
-    stopped the training."""
+    only, and its real-data reference: the same trained (in ``workdir/real_reference``) on
+    ``samples_per_class`` real training images of each class (drawn with replacement where a
+    class has fewer). ``{"cas", "cas_macro_f1", "cas_recall": {class: its val recall},
+    "real_reference": {"cas", "cas_macro_f1", "cas_recall"}, "workdir", "interrupted"}``; only
+    ``interrupted`` (the signal) and ``workdir`` when SIGTERM/SIGINT stopped a training."""
     grouping = classes.grouping(classifier_config.grouping)
     needed = [EMOTIONS[label] for label in grouping.canonical_labels]
     missing = [name for name in needed if name not in generators.classes]
@@ -234,17 +238,38 @@ def classification_accuracy_score(generators: Generators, data: FerData,
         raise FerError(f"{generators.workdir}: CAS for grouping {grouping.name!r} needs "
                        f"generators for {missing}")
     generated = generators.sample({name: samples_per_class for name in needed}, seed)
-    splits = {"train": generated, "val": data.split("val")}
-    fake_data = FerData(splits, source=f"GAN samples of {generators.workdir} (val: {data.source})",
-                        synthetic=data.synthetic)
-    summary = train_and_evaluate(classifier_config, workdir, data=fake_data)
-    if summary["interrupted"]:
-        return {"interrupted": summary["interrupted"], "workdir": str(workdir)}
-    val_report = json.loads((pathlib.Path(workdir) / "report.json").read_text())["reports"]["val"]
-    return {"cas": summary["val_accuracy"], "cas_macro_f1": summary["val_macro_f1"],
-            "cas_recall": {name: values["recall"]
-                           for name, values in val_report["per_class"].items()},
-            "workdir": str(workdir), "interrupted": None}
+    real = balanced_real_sample(data.split("train"), needed, samples_per_class, seed)
+    scores = {}
+    for name, train_split, source, run_dir in (
+            ("generated", generated, f"GAN samples of {generators.workdir}", workdir),
+            ("real", real, f"{samples_per_class} real training faces per class",
+             pathlib.Path(workdir) / "real_reference")):
+        split_data = FerData({"train": train_split, "val": data.split("val")},
+                             source=f"{source} (val: {data.source})", synthetic=data.synthetic)
+        summary = train_and_evaluate(classifier_config, run_dir, data=split_data)
+        if summary["interrupted"]:
+            return {"interrupted": summary["interrupted"], "workdir": str(workdir)}
+        val_report = json.loads((pathlib.Path(run_dir) / "report.json").read_text())[
+            "reports"]["val"]
+        scores[name] = {"cas": summary["val_accuracy"], "cas_macro_f1": summary["val_macro_f1"],
+                        "cas_recall": {name: values["recall"]
+                                       for name, values in val_report["per_class"].items()}}
+    return {**scores["generated"], "real_reference": scores["real"], "workdir": str(workdir),
+            "interrupted": None}
+
+
+def balanced_real_sample(train: Split, class_names, per_class: int, seed: int) -> Split:
+    """``per_class`` images of each of ``class_names`` from ``train`` (seeded; with
+    replacement only for a class with fewer images), in class order."""
+    rng = np.random.default_rng(seed)
+    indices = []
+    for name in class_names:
+        rows = np.flatnonzero(train.labels == EMOTION_INDEX[name])
+        if not len(rows):
+            raise FerError(f"CAS real-data reference: no training images of {name!r}")
+        indices.append(rng.choice(rows, per_class, replace=len(rows) < per_class))
+    indices = np.concatenate(indices)
+    return Split(train.images[indices], train.labels[indices])
 
 
 def format_comparison(reports: dict[str, dict]) -> str:

@@ -268,17 +268,22 @@ def gan_eval_json(workdir, quality: dict, sensitivity: dict, *, fer_metrics: dic
     given FER-FID and recognizability (``fer_metrics``: a
     :func:`gan.metrics.evaluate_generators` report) and ``cas`` (``cas``:
     :func:`gan.metrics.classification_accuracy_score`; overall its accuracy, beside
-    ``cas_macro_f1``, per class its recall; None when not given)."""
+    ``cas_macro_f1``, per class its recall, each also as ``cas_real_reference``: the same
+    trained on real faces; None when not given)."""
     fer_metrics = fer_metrics or {"per_class": {}, "overall": {}}
     cas = cas or {}
+    reference = cas.get("real_reference", {})
     per_class = {name: {**values, **fer_metrics["per_class"].get(name, {}),
                         "label_sensitivity": sensitivity["per_class"].get(name),
-                        "cas": cas.get("cas_recall", {}).get(name)}
+                        "cas": cas.get("cas_recall", {}).get(name),
+                        "cas_real_reference": reference.get("cas_recall", {}).get(name)}
                  for name, values in quality["per_class"].items()}
     overall = {**quality["overall"], **fer_metrics["overall"],
                "label_sensitivity": sensitivity["overall"],
                "label_sensitivity_every_label": sensitivity["every_label"],
-               "cas": cas.get("cas"), "cas_macro_f1": cas.get("cas_macro_f1")}
+               "cas": cas.get("cas"), "cas_macro_f1": cas.get("cas_macro_f1"),
+               "cas_real_reference": reference.get("cas"),
+               "cas_real_reference_macro_f1": reference.get("cas_macro_f1")}
     provenance = {key: value for key, value in fer_metrics.items()
                   if key not in ("per_class", "overall")}
     report = {**provenance, "label_sensitivity_setup": {key: sensitivity[key]

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import synthesize, train_gan
 from experiments.configs import gan_smoke
-from fer_jax import inference, loop, parallel
+from fer_jax import inference, loop, parallel, runtime
 from fer_jax import models as classifier_models
 from fer_jax.checkpoint import Checkpointer
 from fer_jax.classes import EMOTIONS, SEVEN
@@ -243,11 +243,17 @@ def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, t
     assert result["evaluation"]["cgan trunc 1"]["truncation"] == 1.0
     assert set(result["evaluation"]["dcgan"]["per_class"]) == {"disgust"}
     assert set(result["evaluation"]["cgan"]["per_class"]) == set(EMOTIONS)
-    assert 0 <= result["cas"]["cas"] <= 1
-    assert "cgan trunc 1" in capsys.readouterr().out
+    assert 0 <= result["cas"]["cas"] <= 1 and 0 <= result["cas"]["real_reference"]["cas"] <= 1
+    out = capsys.readouterr().out
+    assert "cgan trunc 1" in out and "the same trained on as many real faces" in out
     cgan_eval = json.loads((workdir / quality.GAN_EVAL).read_text())
     assert set(cgan_eval["per_class"]) == set(EMOTIONS)
     assert cgan_eval["overall"]["cas"] == result["cas"]["cas"]
+    assert cgan_eval["overall"]["cas_real_reference"] == result["cas"]["real_reference"]["cas"]
+    # Both CAS classifiers saw 10 faces of each class for 1 epoch: the same number of steps.
+    generated_run, real_run = (runtime.read_history(run)[-1]["step"] for run in (
+        workdir / "cas_classifier", workdir / "cas_classifier" / "real_reference"))
+    assert generated_run == real_run > 0
     assert all(0 <= values["cas"] <= 1 for values in cgan_eval["per_class"].values())
     assert (workdir / "dcgan_baseline" / quality.GAN_EVAL).is_file()
 

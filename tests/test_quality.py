@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fer_jax.classes import EMOTION_INDEX
+from fer_jax.data import Split
 from fer_jax.errors import FerError
-from gan import quality
+from gan import metrics, quality
 
 
 # ----------------------------------------------------------------------------- KID
@@ -189,7 +190,10 @@ def test_gan_eval_json_merges_quality_sensitivity_and_gan_metrics(tmp_path):
                    "overall": {"fid": 7.0, "recognizability": 0.7}}
     written = quality.gan_eval_json(tmp_path, report, sensitivity, fer_metrics=fer_metrics,
                                     cas={"cas": 0.4, "cas_macro_f1": 0.3, "workdir": "x",
-                                         "cas_recall": {"disgust": 0.2, "happy": 0.8}})
+                                         "cas_recall": {"disgust": 0.2, "happy": 0.8},
+                                         "real_reference": {
+                                             "cas": 0.45, "cas_macro_f1": 0.35,
+                                             "cas_recall": {"disgust": 0.25, "happy": 0.85}}})
     assert json.loads((tmp_path / quality.GAN_EVAL).read_text()) == written
     assert written["classifier"] == "judge" and written["label_sensitivity_setup"] == {"latents": 10, "seed": 0}
     disgust = written["per_class"]["disgust"]
@@ -197,3 +201,18 @@ def test_gan_eval_json_merges_quality_sensitivity_and_gan_metrics(tmp_path):
     assert (disgust["fid"], disgust["label_sensitivity"], disgust["cas"]) == (9.0, 0.5, 0.2)
     assert "fid" not in written["per_class"]["happy"]
     assert written["overall"]["cas"] == 0.4 and written["overall"]["label_sensitivity"] == 0.7
+    assert (written["overall"]["cas_real_reference"], disgust["cas_real_reference"]) == (0.45, 0.25)
+
+
+def test_the_cas_real_reference_draws_each_class_equally_and_repeats_only_a_short_class():
+    labels = np.array([EMOTION_INDEX["happy"]] * 8 + [EMOTION_INDEX["disgust"]] * 2, np.int32)
+    images = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8)
+    sample = metrics.balanced_real_sample(Split(images, labels), ["disgust", "happy"], 5, seed=0)
+    assert sample.labels.tolist() == [EMOTION_INDEX["disgust"]] * 5 + [EMOTION_INDEX["happy"]] * 5
+    disgust, happy = sample.images[:5, 0, 0], sample.images[5:, 0, 0]
+    assert set(disgust.tolist()) <= {8, 9}          # 2 faces drawn 5 times: with replacement
+    assert len(set(happy.tolist())) == 5 and set(happy.tolist()) <= set(range(8))  # without
+    assert (metrics.balanced_real_sample(Split(images, labels), ["disgust", "happy"], 5, seed=0)
+            .images == sample.images).all()
+    with pytest.raises(FerError, match="no training images of 'fear'"):
+        metrics.balanced_real_sample(Split(images, labels), ["fear"], 5, seed=0)
