@@ -239,23 +239,32 @@ def classification_accuracy_score(generators: Generators, data: FerData,
                        f"generators for {missing}")
     generated = generators.sample({name: samples_per_class for name in needed}, seed)
     real = balanced_real_sample(data.split("train"), needed, samples_per_class, seed)
+    runs = {"generated": (generated, f"GAN samples of {generators.workdir}", workdir),
+            "real_reference": (real, f"{samples_per_class} real training faces per class",
+                               pathlib.Path(workdir) / "real_reference")}
     scores = {}
-    for name, train_split, source, run_dir in (
-            ("generated", generated, f"GAN samples of {generators.workdir}", workdir),
-            ("real", real, f"{samples_per_class} real training faces per class",
-             pathlib.Path(workdir) / "real_reference")):
-        split_data = FerData({"train": train_split, "val": data.split("val")},
-                             source=f"{source} (val: {data.source})", synthetic=data.synthetic)
-        summary = train_and_evaluate(classifier_config, run_dir, data=split_data)
-        if summary["interrupted"]:
-            return {"interrupted": summary["interrupted"], "workdir": str(workdir)}
-        val_report = json.loads((pathlib.Path(run_dir) / "report.json").read_text())[
-            "reports"]["val"]
-        scores[name] = {"cas": summary["val_accuracy"], "cas_macro_f1": summary["val_macro_f1"],
-                        "cas_recall": {name: values["recall"]
-                                       for name, values in val_report["per_class"].items()}}
-    return {**scores["generated"], "real_reference": scores["real"], "workdir": str(workdir),
-            "interrupted": None}
+    for name, (train, source, run_dir) in runs.items():
+        scores[name] = _val_scores(classifier_config, train, source, data, run_dir)
+        if "interrupted" in scores[name]:  # stop at once: the rerun resumes here
+            return {**scores[name], "workdir": str(workdir)}
+    return {**scores["generated"], "real_reference": scores["real_reference"],
+            "workdir": str(workdir), "interrupted": None}
+
+
+def _val_scores(classifier_config: ml_collections.ConfigDict, train: Split, source: str,
+                data: FerData, workdir) -> dict:
+    """``classifier_config`` trained (resumable, in ``workdir``) on ``train`` and scored on
+    ``data``'s val split: ``{"cas", "cas_macro_f1", "cas_recall": {class: its recall}}``, or
+    ``{"interrupted": signal}`` when SIGTERM/SIGINT stopped the training."""
+    split_data = FerData({"train": train, "val": data.split("val")},
+                         source=f"{source} (val: {data.source})", synthetic=data.synthetic)
+    summary = train_and_evaluate(classifier_config, workdir, data=split_data)
+    if summary["interrupted"]:
+        return {"interrupted": summary["interrupted"]}
+    val_report = json.loads((pathlib.Path(workdir) / "report.json").read_text())["reports"]["val"]
+    return {"cas": summary["val_accuracy"], "cas_macro_f1": summary["val_macro_f1"],
+            "cas_recall": {name: values["recall"]
+                           for name, values in val_report["per_class"].items()}}
 
 
 def balanced_real_sample(train: Split, class_names, per_class: int, seed: int) -> Split:
