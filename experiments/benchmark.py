@@ -12,8 +12,9 @@ JSON and a markdown table.
 Adam and cross-entropy; no augmentation) in PyTorch, eager and ``torch.compile`` (the model;
 the optimizer step stays eager), each in its own subprocess, and prints fer-jax / torch.compile
 ratios (``pip install -e '.[bench]'``; skipped with a note when torch is missing).
-``--before`` also measures fer-jax as it was before issue #14 (``layer_impl="flax"``, no
-:func:`fer_jax.runtime.configure` flags). ``--json OUT`` writes one row per (model, batch,
+``--xla-conv`` also measures fer-jax with XLA's own convolutions (``layer_impl="fast"``: as
+before :mod:`fer_jax.onednn_conv`), ``--before`` as it was before issue #14
+(``layer_impl="flax"``, no :func:`fer_jax.runtime.configure` flags). ``--json OUT`` writes one row per (model, batch,
 framework): ``{"model", "batch", "framework", "train_images_per_sec", "infer_images_per_sec"}``
 (fer-jax rows also give ``mode``, ``devices`` and the XLA flags ``configure()`` set; every
 row also gives images per second of the process's CPU time, ``*_images_per_cpu_sec``, which
@@ -21,12 +22,12 @@ other load on a shared machine disturbs less: compare those with one thread per 
 
 ``--layers`` instead times every convolution of each model on its own (this process, one
 batch size at a time): forward, input gradient and weight gradient in milliseconds, in fer-jax
-(XLA) and, with ``--against torch``, in PyTorch (``conv2d``, ``grad.conv2d_input``,
+(oneDNN's kernels, :mod:`fer_jax.onednn_conv`; ``fer-jax-xla-conv``: XLA's) and, with ``--against torch``, in PyTorch (``conv2d``, ``grad.conv2d_input``,
 ``grad.conv2d_weight``): where a training step's convolution time goes.
 
     python -m experiments.benchmark [--models seed_cnn vgg13 compact] [--batches 64 256]
         [--modes jit pmap] [--devices 1 2] [--steps 5] [--out checkpoints/benchmark]
-        [--against torch] [--before] [--json OUT] [--layers]
+        [--against torch] [--xla-conv] [--before] [--json OUT] [--layers]
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ from experiments.cli import run_main
 
 # Model widths as trained (configs); the benchmark measures the real thing.
 MODEL_KWARGS = {"compact": {"width": 16, "multipliers": (2, 6, 16), "dense": 256}}
-FRAMEWORKS = ("fer-jax", "fer-jax-before", "torch-eager", "torch-compile")
+FRAMEWORKS = ("fer-jax", "fer-jax-xla-conv", "fer-jax-before", "torch-eager", "torch-compile")
+# fer-jax's variants: its default layers, those before oneDNN convolutions (XLA's own, the
+# fast BatchNorm and max-pool), and those before issue #14 (flax's layers, XLA's flags).
+LAYER_IMPLS = {"fer-jax-xla-conv": "fast", "fer-jax-before": "flax"}
 NUM_CLASSES = 7
 
 
@@ -89,13 +93,14 @@ def _throughput(batch: int, train: tuple[float, float], infer: tuple[float, floa
             "infer_images_per_cpu_s": batch / infer[1]}
 
 
-def measure(model_name: str, mode: str, batch: int, steps: int, before: bool = False) -> dict:
-    """One worker measurement (runs inside the subprocess)."""
+def measure(model_name: str, mode: str, batch: int, steps: int,
+            framework: str = "fer-jax") -> dict:
+    """One worker measurement of a fer-jax ``framework`` (runs inside the subprocess)."""
     import jax
     import ml_collections
     import numpy as np
 
-    from experiments.configs import smoke
+    from experiments.configs import classifier_base, smoke
     from fer_jax import parallel, runtime, train
     from fer_jax import state as state_lib
     from fer_jax.data import augment
@@ -105,7 +110,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int, before: bool = F
     config.model_kwargs = MODEL_KWARGS.get(model_name, {})
     config.optimizer, config.schedule, config.weight_decay = "adam", "constant", 0.0
     config.learning_rate = 1e-3
-    config.layer_impl = "flax" if before else "fast"
+    config.layer_impl = LAYER_IMPLS.get(framework, classifier_base.get_config().layer_impl)
     placement = parallel.make_placement(mode)
     bn_axis = parallel.AXIS if mode == "pmap" else None
     state = state_lib.create_train_state(config, 0, 100, bn_axis_name=bn_axis)
@@ -145,7 +150,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int, before: bool = F
     infer_flops = _flops(compiled_forward)
     memory = jax.devices()[0].memory_stats() or {}
     return {
-        "model": model_name, "framework": "fer-jax-before" if before else "fer-jax",
+        "model": model_name, "framework": framework, "layer_impl": config.layer_impl,
         "xla_flags": runtime.configure()["XLA_FLAGS"],
         "mode": mode, "devices": placement.num_devices, "batch": batch,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(host.params))),
@@ -243,7 +248,8 @@ def conv_layers(model_name: str, batch: int) -> list[dict]:
 
     from fer_jax import models
 
-    model = models.create_model(model_name, NUM_CLASSES, **MODEL_KWARGS.get(model_name, {}))
+    model = models.create_model(model_name, NUM_CLASSES, layer_impl="fast",  # XLA's convs
+                                **MODEL_KWARGS.get(model_name, {}))
     images = np.zeros((batch, 48, 48, 1), np.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
@@ -277,31 +283,36 @@ def measure_layers(model_name: str, batch: int, steps: int, against_torch: bool)
     import numpy as np
     from jax import lax
 
+    from fer_jax import onednn_conv
+
+    implementations = {"fer-jax": onednn_conv.conv_general_dilated,
+                       "fer-jax-xla-conv": lax.conv_general_dilated}
     rows = []
     layers = conv_layers(model_name, batch)
     rng = np.random.default_rng(0)
     for index, layer in enumerate(layers):
         x = rng.standard_normal(layer["input"], np.float32)
         kernel = rng.standard_normal(layer["kernel"], np.float32)
+        g = None
+        for framework, conv_general_dilated in implementations.items():
+            def conv(x, kernel, padding=layer["padding"], fn=conv_general_dilated):
+                return fn(x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-        def conv(x, kernel, padding=layer["padding"]):
-            return lax.conv_general_dilated(x, kernel, (1, 1), padding,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-        g = rng.standard_normal(jax.eval_shape(conv, x, kernel).shape, np.float32)
-        forward = jax.jit(conv)
-        # The gradients take both operands (XLA drops the one a gradient does not read).
-        input_grad = jax.jit(lambda g, x, k, conv=conv: jax.vjp(
-            lambda x: conv(x, k), x)[1](g)[0])
-        weight_grad = jax.jit(lambda g, x, k, conv=conv: jax.vjp(
-            lambda k: conv(x, k), k)[1](g)[0])
-        timings = {"forward": (forward, x, kernel), "weight_grad": (weight_grad, g, x, kernel)}
-        if index:
-            timings["input_grad"] = (input_grad, g, x, kernel)
-        rows.append({"model": model_name, "batch": batch, "layer": _layer_name(layer),
-                     "framework": "fer-jax", "input_grad_ms": None,
-                     **{f"{name}_ms": 1e3 * _timed(lambda f=f, a=a: jax.block_until_ready(
-                         f(*a)), steps)[0] for name, (f, *a) in timings.items()}})
+            if g is None:
+                g = rng.standard_normal(jax.eval_shape(conv, x, kernel).shape, np.float32)
+            # The gradients take both operands (XLA drops the one a gradient does not read).
+            input_grad = jax.jit(lambda g, x, k, conv=conv: jax.vjp(
+                lambda x: conv(x, k), x)[1](g)[0])
+            weight_grad = jax.jit(lambda g, x, k, conv=conv: jax.vjp(
+                lambda k: conv(x, k), k)[1](g)[0])
+            timings = {"forward": (jax.jit(conv), x, kernel),
+                       "weight_grad": (weight_grad, g, x, kernel)}
+            if index:
+                timings["input_grad"] = (input_grad, g, x, kernel)
+            rows.append({"model": model_name, "batch": batch, "layer": _layer_name(layer),
+                         "framework": framework, "input_grad_ms": None,
+                         **{f"{name}_ms": 1e3 * _timed(lambda f=f, a=a: jax.block_until_ready(
+                             f(*a)), steps)[0] for name, (f, *a) in timings.items()}})
         if against_torch:
             rows.append(_torch_layer_row(rows[-1], layer, x, kernel, g, steps, index > 0))
     return rows
@@ -354,8 +365,7 @@ def worker(args) -> int:
             result = measure_torch(args.models[0], batch, args.steps,
                                    args.framework == "torch-compile")
         else:
-            result = measure(args.models[0], args.modes[0], batch, args.steps,
-                             before=args.framework == "fer-jax-before")
+            result = measure(args.models[0], args.modes[0], batch, args.steps, args.framework)
         print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -431,7 +441,7 @@ def comparison_table(results: list[dict]) -> str:
 
 def json_rows(results: list[dict]) -> list[dict]:
     """The ``--json`` rows (see the module docstring)."""
-    keep = ("model", "batch", "framework", "mode", "devices", "xla_flags")
+    keep = ("model", "batch", "framework", "mode", "devices", "layer_impl", "xla_flags")
     return [{**{k: r[k] for k in keep if k in r},
              "train_images_per_sec": r["train_images_per_s"],
              "infer_images_per_sec": r["infer_images_per_s"],
@@ -456,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="writes OUT.json and OUT.md")
     parser.add_argument("--against", choices=("torch",),
                         help="also train the same networks in PyTorch (eager, torch.compile)")
+    parser.add_argument("--xla-conv", action="store_true",
+                        help="also measure fer-jax with XLA's convolutions (layer_impl 'fast')")
     parser.add_argument("--before", action="store_true",
                         help="also measure fer-jax as before issue #14 (flax layers, no flags)")
     parser.add_argument("--json", help="writes the per-framework rows to this file")
@@ -476,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_layers(args)
     gemm = gemm_gflops()
     print(f"float32 GEMM: {gemm:.1f} GFLOP/s", flush=True)
-    runs = [(f, mode, devices) for f in ("fer-jax", "fer-jax-before")[:1 + args.before]
-            for mode in args.modes for devices in args.devices]
+    variants = ["fer-jax"] + ["fer-jax-xla-conv"] * args.xla_conv + ["fer-jax-before"] * args.before
+    runs = [(f, mode, devices) for f in variants for mode in args.modes for devices in args.devices]
     if args.against == "torch":
         if importlib.util.find_spec("torch") is None:
             print("torch is not installed (pip install -e '.[bench]'): PyTorch skipped",

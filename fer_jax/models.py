@@ -21,9 +21,12 @@ several devices equals a step on the whole batch). Models are built by name thro
 final dense layer for :class:`HierarchicalHead`: tier-1 and tier-2 heads on one shared backbone,
 trained jointly by plain cross-entropy on its log-probabilities.
 
-``layer_impl`` picks the BatchNorm and 2x2 max-pool: ``"fast"`` (:mod:`fer_jax.conv`, the same
-values with gradients XLA:CPU runs faster: seed_cnn training step 1.45x) or ``"flax"``
-(``nn.BatchNorm``, ``nn.max_pool``). Both have the same variables.
+``layer_impl`` picks the layers' implementations: ``"onednn"`` (``"fast"``'s BatchNorm and
+max-pool, and convolutions on oneDNN's kernels on the CPU backend, :mod:`fer_jax.onednn_conv`;
+XLA's elsewhere), ``"fast"`` (BatchNorm and 2x2 max-pool of :mod:`fer_jax.conv`, the same
+values with gradients XLA:CPU runs faster: seed_cnn training step 1.45x; XLA's convolutions)
+or ``"flax"`` (``nn.BatchNorm``, ``nn.max_pool``, XLA's convolutions). All have the same
+variables.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fer_jax import conv as conv_lib
-from fer_jax import parallel, two_tier
+from fer_jax import onednn_conv, parallel, two_tier
 from fer_jax.errors import FerError
 
 Dtype = Any
-LAYER_IMPLS = ("fast", "flax")
+LAYER_IMPLS = ("onednn", "fast", "flax")
 HEADS = ("two_tier",)  # config ``head`` values besides None (one dense softmax)
 
 
@@ -50,13 +53,20 @@ def batch_norm(layer_impl: str, **kwargs) -> nn.Module:
     """BatchNorm over the last axis (momentum 0.9, epsilon 1e-5) of ``layer_impl``."""
     if layer_impl not in LAYER_IMPLS:
         raise ValueError(f"unknown layer_impl {layer_impl!r}; expected one of {LAYER_IMPLS}")
-    norm = conv_lib.BatchNorm if layer_impl == "fast" else nn.BatchNorm
+    norm = nn.BatchNorm if layer_impl == "flax" else conv_lib.BatchNorm
     return norm(momentum=0.9, epsilon=1e-5, **kwargs)
 
 
 def max_pool(x, layer_impl: str):
     """2x2 max-pool, stride 2, VALID."""
-    return conv_lib.max_pool(x) if layer_impl == "fast" else nn.max_pool(x, (2, 2), (2, 2))
+    return nn.max_pool(x, (2, 2), (2, 2)) if layer_impl == "flax" else conv_lib.max_pool(x)
+
+
+def conv(layer_impl: str, *args, **kwargs) -> nn.Conv:
+    """``nn.Conv(*args, **kwargs)`` computed by ``layer_impl``'s convolution."""
+    if layer_impl == "onednn":
+        kwargs["conv_general_dilated"] = onednn_conv.conv_general_dilated
+    return nn.Conv(*args, **kwargs)
 
 
 class Dropout(nn.Dropout):
@@ -89,12 +99,13 @@ class ConvBN(nn.Module):
     relu: bool = True
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
-    layer_impl: str = "fast"
+    layer_impl: str = "onednn"
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = nn.Conv(self.features, (self.kernel, self.kernel), (self.strides, self.strides),
-                    padding=self.padding, use_bias=False, dtype=self.dtype)(x)
+        x = conv(self.layer_impl, self.features, (self.kernel, self.kernel),
+                 (self.strides, self.strides), padding=self.padding, use_bias=False,
+                 dtype=self.dtype)(x)
         x = batch_norm(self.layer_impl, use_running_average=not train, dtype=self.dtype,
                        axis_name=self.bn_axis_name)(x)
         return nn.relu(x) if self.relu else x
@@ -107,7 +118,7 @@ class DenseBN(nn.Module):
     dropout: float
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
-    layer_impl: str = "fast"
+    layer_impl: str = "onednn"
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -172,7 +183,7 @@ class SeedCNN(nn.Module):
     width: int = 32
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
-    layer_impl: str = "fast"
+    layer_impl: str = "onednn"
     hierarchy: str | None = None
 
     @nn.compact
@@ -203,7 +214,7 @@ class VGG(nn.Module):
     dropout: float = 0.5
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
-    layer_impl: str = "fast"
+    layer_impl: str = "onednn"
     hierarchy: str | None = None
 
     @nn.compact
@@ -243,7 +254,7 @@ class Compact(nn.Module):
     dropout: float = 0.3
     dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
-    layer_impl: str = "fast"
+    layer_impl: str = "onednn"
     hierarchy: str | None = None
 
     @nn.compact

@@ -24,11 +24,14 @@ def test_torch_networks_have_the_fer_jax_parameter_count(name):
 
 
 def test_measurements_rows_and_tables():
-    results = [benchmark.measure("compact", "jit", 4, steps=1)]
+    results = [benchmark.measure("compact", "jit", 4, steps=1),
+               benchmark.measure("compact", "jit", 4, steps=1, framework="fer-jax-xla-conv")]
+    assert [r["layer_impl"] for r in results] == ["onednn", "fast"]
     if HAS_TORCH:
         results.append(benchmark.measure_torch("compact", 4, steps=1, compiled=False))
     rows = benchmark.json_rows(results)
-    assert [row["framework"] for row in rows] == ["fer-jax", "torch-eager"][:len(rows)]
+    assert [row["framework"] for row in rows] == [
+        "fer-jax", "fer-jax-xla-conv", "torch-eager"][:len(rows)]
     for row in rows:
         assert row["model"] == "compact" and row["batch"] == 4
         assert row["train_images_per_sec"] > 0 and row["infer_images_per_sec"] > 0
@@ -53,12 +56,14 @@ def test_layer_timings_rows_and_table(tmp_path):
     argv = ["--layers", "--models", "compact", "--batches", "2", "--steps", "1", "--out", str(out)]
     assert benchmark.main(argv + (["--against", "torch"] if HAS_TORCH else [])) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["layers"]
-    per_framework = 2 if HAS_TORCH else 1
+    per_framework = 3 if HAS_TORCH else 2  # oneDNN's kernels, XLA's [, PyTorch's]
     assert len(rows) == 7 * per_framework
+    assert [r["framework"] for r in rows[:2]] == ["fer-jax", "fer-jax-xla-conv"]
     first, later = rows[0], rows[per_framework]
     assert first["layer"] == "48x48x1->16" and first["input_grad_ms"] is None
     assert later["layer"] == "24x24x16->32" and later["input_grad_ms"] > 0
     assert all(r["forward_ms"] > 0 and r["weight_grad_ms"] > 0 for r in rows)
     table = out.with_suffix(".md").read_text()
     assert "| compact | 2 | 48x48x1->16 | fer-jax |" in table
+    assert "| compact | 2 | 48x48x1->16 | fer-jax-xla-conv |" in table
     assert table.count("| compact | 2 | all |") == per_framework

@@ -102,7 +102,8 @@ def test_create_model_from_json_config_lists_is_hashable():
 
 @pytest.mark.slow
 def test_layer_impls_agree():
-    """The fast layers (fer_jax.conv) and flax's: same variables, outputs and gradients."""
+    """The layers of every layer_impl (oneDNN convolutions, the fast layers of fer_jax.conv,
+    flax's): same variables, outputs and gradients."""
     x = jnp.asarray(np.random.default_rng(2).random((4, 48, 48, 1)), jnp.float32)
     results = []
     for impl in models.LAYER_IMPLS:
@@ -116,13 +117,15 @@ def test_layer_impls_agree():
             return jnp.mean(logits ** 2), (logits, updates["batch_stats"])
 
         results.append(jax.grad(loss, has_aux=True)(variables["params"]))
-    fast, flax_ = results
-    assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(flax_)
+    flax_ = results[models.LAYER_IMPLS.index("flax")]
     # BatchNorm's per-channel sums run over 4 * 48 * 48 = 9216 values in another order (a dot
-    # against a tree of adds): float32 rounding of up to ~n * 2^-24 = 5e-4 of the summed
-    # magnitudes, which reaches the gradients; 1e-3 of each leaf's scale.
-    for a, b in zip(jax.tree_util.tree_leaves(fast), jax.tree_util.tree_leaves(flax_)):
-        scale = float(jnp.max(jnp.abs(b))) or 1.0
-        np.testing.assert_allclose(a / scale, b / scale, atol=1e-3)
+    # against a tree of adds), and so do the convolutions' (oneDNN's kernels): float32
+    # rounding of up to ~n * 2^-24 = 5e-4 of the summed magnitudes, which reaches the
+    # gradients; 1e-3 of each leaf's scale.
+    for other in results:
+        assert jax.tree_util.tree_structure(other) == jax.tree_util.tree_structure(flax_)
+        for a, b in zip(jax.tree_util.tree_leaves(other), jax.tree_util.tree_leaves(flax_)):
+            scale = float(jnp.max(jnp.abs(b))) or 1.0
+            np.testing.assert_allclose(a / scale, b / scale, atol=1e-3)
     with pytest.raises(ValueError, match="unknown layer_impl"):
         models.create_model("compact", 7, layer_impl="eigen").init(jax.random.key(0), x)

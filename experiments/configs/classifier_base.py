@@ -12,7 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model_kwargs = ml_collections.ConfigDict(
         {"width": 8, "multipliers": (2, 4, 8), "dense": 64})
     config.dtype = "float32"          # compute dtype: "float32" | "bfloat16" (params stay f32)
-    config.layer_impl = "fast"        # BatchNorm/max-pool: "fast" (fer_jax.conv) | "flax"
+    # Layers (fer_jax.models): "onednn" (fast BatchNorm/max-pool, oneDNN convolutions on CPU)
+    # | "fast" (the same with XLA's convolutions) | "flax" (flax's layers)
+    config.layer_impl = "onednn"
     config.grouping = "seven"         # fer_jax.classes grouping: "seven", "six" (no disgust), ...
     # Output head: None: one dense softmax over the grouping's classes | "two_tier": a
     # hierarchical softmax, tier-1 (negative/positive) and per-group heads on the one backbone,

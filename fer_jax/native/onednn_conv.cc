@@ -1,0 +1,187 @@
+// oneDNN 2-D convolutions as XLA FFI custom calls (CPU, float32, no dilation or groups):
+// the forward pass, the input gradient and the weight gradient, in XLA's NHWC / HWIO layouts.
+// Built on first use by fer_jax/onednn_conv.py; one cached set of primitives per shape.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// x [n, h, w, c], kernel [kh, kw, c, o], strides (rows, columns), padding (top, left,
+// bottom, right).
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+
+struct Geometry {
+  int64_t stride_h, stride_w, top, left, bottom, right;
+};
+
+struct Conv {
+  memory::desc src, kernel, dst;  // the XLA buffers' layouts
+  dnnl::convolution_forward::primitive_desc forward_pd;
+  dnnl::convolution_backward_data::primitive_desc data_pd;
+  dnnl::convolution_backward_weights::primitive_desc weights_pd;
+  dnnl::convolution_forward forward;
+  dnnl::convolution_backward_data data;
+  dnnl::convolution_backward_weights weights;
+};
+
+const Conv& Lookup(const Key& key) {
+  static std::mutex mutex;
+  static std::map<Key, std::unique_ptr<Conv>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = cache.find(key);
+  if (found != cache.end()) return *found->second;
+  auto [n, h, w, c, kh, kw, o, sh, sw, top, left, bottom, right] = key;
+  const memory::dims strides{sh, sw}, pad_l{top, left}, pad_r{bottom, right};
+  auto conv = std::make_unique<Conv>();
+  conv->src = memory::desc({n, c, h, w}, memory::data_type::f32, Tag::nhwc);
+  conv->kernel = memory::desc({o, c, kh, kw}, memory::data_type::f32, Tag::hwio);
+  conv->dst = memory::desc({n, o, (h + top + bottom - kh) / sh + 1, (w + left + right - kw) / sw + 1},
+                           memory::data_type::f32, Tag::nhwc);
+  const memory::desc any_kernel({o, c, kh, kw}, memory::data_type::f32, Tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto algorithm = dnnl::algorithm::convolution_direct;
+  conv->forward_pd = dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, algorithm, conv->src, any_kernel, conv->dst,
+      strides, pad_l, pad_r, attr);
+  conv->data_pd = dnnl::convolution_backward_data::primitive_desc(
+      Engine(), algorithm, conv->src, any_kernel, conv->dst, strides, pad_l, pad_r,
+      conv->forward_pd, attr);
+  conv->weights_pd = dnnl::convolution_backward_weights::primitive_desc(
+      Engine(), algorithm, conv->src, any_kernel, conv->dst, strides, pad_l, pad_r,
+      conv->forward_pd, attr);
+  conv->forward = dnnl::convolution_forward(conv->forward_pd);
+  conv->data = dnnl::convolution_backward_data(conv->data_pd);
+  conv->weights = dnnl::convolution_backward_weights(conv->weights_pd);
+  return *(cache[key] = std::move(conv));
+}
+
+// The key of a convolution of input ``x_dims`` with a kernel of ``kernel_dims``.
+template <typename Dims>
+Key MakeKey(const Dims& x_dims, const Dims& kernel_dims, const Geometry& g) {
+  return {x_dims[0], x_dims[1], x_dims[2], x_dims[3], kernel_dims[0], kernel_dims[1],
+          kernel_dims[3], g.stride_h, g.stride_w, g.top, g.left, g.bottom, g.right};
+}
+
+dnnl::stream& Stream() {
+  thread_local dnnl::stream stream(Engine());
+  return stream;
+}
+
+memory Wrap(const memory::desc& desc, void* data) { return memory(desc, Engine(), data); }
+
+// ``plain`` (the XLA layout) as ``wanted``: itself, or a reordered copy held by ``storage``.
+memory InLayout(const memory& plain, const memory::desc& wanted, memory* storage) {
+  if (plain.get_desc() == wanted) return plain;
+  *storage = memory(wanted, Engine());
+  dnnl::reorder(plain, *storage).execute(Stream(), const_cast<memory&>(plain), *storage);
+  return *storage;
+}
+
+template <typename PrimitiveDesc>
+void Execute(const dnnl::primitive& primitive, const PrimitiveDesc& pd,
+             std::unordered_map<int, memory> args) {
+  std::vector<char> scratch(pd.scratchpad_desc().get_size());
+  args.insert({DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratch.data())});
+  primitive.execute(Stream(), args);
+  Stream().wait();
+}
+
+template <typename Body>
+ffi::Error Guarded(Body body) {
+  try {
+    body();
+    return ffi::Error::Success();
+  } catch (const std::exception& error) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + error.what());
+  }
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w,
+                   int64_t top, int64_t left, int64_t bottom, int64_t right) {
+  return Guarded([&] {
+    const Conv& conv = Lookup(MakeKey(x.dimensions(), kernel.dimensions(),
+                                      {stride_h, stride_w, top, left, bottom, right}));
+    memory kernel_storage;
+    auto k = InLayout(Wrap(conv.kernel, kernel.typed_data()), conv.forward_pd.weights_desc(),
+                      &kernel_storage);
+    Execute(conv.forward, conv.forward_pd,
+            {{DNNL_ARG_SRC, Wrap(conv.src, x.typed_data())},
+             {DNNL_ARG_WEIGHTS, k},
+             {DNNL_ARG_DST, Wrap(conv.dst, y->typed_data())}});
+  });
+}
+
+ffi::Error InputGradient(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> kernel,
+                         ffi::ResultBuffer<ffi::F32> dx, int64_t stride_h, int64_t stride_w,
+                         int64_t top, int64_t left, int64_t bottom, int64_t right) {
+  return Guarded([&] {
+    const Conv& conv = Lookup(MakeKey(dx->dimensions(), kernel.dimensions(),
+                                      {stride_h, stride_w, top, left, bottom, right}));
+    memory kernel_storage;
+    auto k = InLayout(Wrap(conv.kernel, kernel.typed_data()), conv.data_pd.weights_desc(),
+                      &kernel_storage);
+    Execute(conv.data, conv.data_pd,
+            {{DNNL_ARG_DIFF_DST, Wrap(conv.dst, dy.typed_data())},
+             {DNNL_ARG_WEIGHTS, k},
+             {DNNL_ARG_DIFF_SRC, Wrap(conv.src, dx->typed_data())}});
+  });
+}
+
+ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                          ffi::ResultBuffer<ffi::F32> dkernel, int64_t stride_h,
+                          int64_t stride_w, int64_t top, int64_t left, int64_t bottom,
+                          int64_t right) {
+  return Guarded([&] {
+    const Conv& conv = Lookup(MakeKey(x.dimensions(), dkernel->dimensions(),
+                                      {stride_h, stride_w, top, left, bottom, right}));
+    auto plain = Wrap(conv.kernel, dkernel->typed_data());
+    const auto& wanted = conv.weights_pd.diff_weights_desc();
+    auto result = wanted == conv.kernel ? plain : memory(wanted, Engine());
+    Execute(conv.weights, conv.weights_pd,
+            {{DNNL_ARG_SRC, Wrap(conv.src, x.typed_data())},
+             {DNNL_ARG_DIFF_DST, Wrap(conv.dst, dy.typed_data())},
+             {DNNL_ARG_DIFF_WEIGHTS, result}});
+    if (!(wanted == conv.kernel)) {
+      dnnl::reorder(result, plain).execute(Stream(), result, plain);
+      Stream().wait();
+    }
+  });
+}
+
+}  // namespace
+
+#define FER_CONV_BINDING                                                        \
+  ffi::Ffi::Bind()                                                              \
+      .Arg<ffi::Buffer<ffi::F32>>()                                             \
+      .Arg<ffi::Buffer<ffi::F32>>()                                             \
+      .Ret<ffi::Buffer<ffi::F32>>()                                             \
+      .Attr<int64_t>("stride_h")                                                \
+      .Attr<int64_t>("stride_w")                                                \
+      .Attr<int64_t>("pad_top")                                                 \
+      .Attr<int64_t>("pad_left")                                                \
+      .Attr<int64_t>("pad_bottom")                                              \
+      .Attr<int64_t>("pad_right")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvForward, Forward, FER_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvInputGradient, InputGradient, FER_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvKernelGradient, KernelGradient, FER_CONV_BINDING);
