@@ -115,35 +115,33 @@ ffi::Error Guarded(Body body) {
   }
 }
 
-ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> kernel,
-                   ffi::ResultBuffer<ffi::F32> y, int64_t stride_h, int64_t stride_w,
-                   int64_t top, int64_t left, int64_t bottom, int64_t right) {
+// The passes that read the kernel: forward (``in`` = x, ``out`` = y) or the input gradient
+// (``in`` = dy, ``out`` = dx).
+template <bool kForward>
+ffi::Error KernelPass(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
+                      ffi::ResultBuffer<ffi::F32> out, int64_t stride_h, int64_t stride_w,
+                      int64_t top, int64_t left, int64_t bottom, int64_t right) {
   return Guarded([&] {
-    const Conv& conv = Lookup(MakeKey(x.dimensions(), kernel.dimensions(),
+    const Conv& conv = Lookup(MakeKey(kForward ? in.dimensions() : out->dimensions(),
+                                      kernel.dimensions(),
                                       {stride_h, stride_w, top, left, bottom, right}));
     memory kernel_storage;
-    auto k = InLayout(Wrap(conv.kernel, kernel.typed_data()), conv.forward_pd.weights_desc(),
-                      &kernel_storage);
-    Execute(conv.forward, conv.forward_pd,
-            {{DNNL_ARG_SRC, Wrap(conv.src, x.typed_data())},
-             {DNNL_ARG_WEIGHTS, k},
-             {DNNL_ARG_DST, Wrap(conv.dst, y->typed_data())}});
-  });
-}
-
-ffi::Error InputGradient(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> kernel,
-                         ffi::ResultBuffer<ffi::F32> dx, int64_t stride_h, int64_t stride_w,
-                         int64_t top, int64_t left, int64_t bottom, int64_t right) {
-  return Guarded([&] {
-    const Conv& conv = Lookup(MakeKey(dx->dimensions(), kernel.dimensions(),
-                                      {stride_h, stride_w, top, left, bottom, right}));
-    memory kernel_storage;
-    auto k = InLayout(Wrap(conv.kernel, kernel.typed_data()), conv.data_pd.weights_desc(),
-                      &kernel_storage);
-    Execute(conv.data, conv.data_pd,
-            {{DNNL_ARG_DIFF_DST, Wrap(conv.dst, dy.typed_data())},
-             {DNNL_ARG_WEIGHTS, k},
-             {DNNL_ARG_DIFF_SRC, Wrap(conv.src, dx->typed_data())}});
+    auto plain_kernel = Wrap(conv.kernel, kernel.typed_data());
+    auto in_memory = Wrap(kForward ? conv.src : conv.dst, in.typed_data());
+    auto out_memory = Wrap(kForward ? conv.dst : conv.src, out->typed_data());
+    if (kForward) {
+      Execute(conv.forward, conv.forward_pd,
+              {{DNNL_ARG_SRC, in_memory},
+               {DNNL_ARG_WEIGHTS, InLayout(plain_kernel, conv.forward_pd.weights_desc(),
+                                           &kernel_storage)},
+               {DNNL_ARG_DST, out_memory}});
+    } else {
+      Execute(conv.data, conv.data_pd,
+              {{DNNL_ARG_DIFF_DST, in_memory},
+               {DNNL_ARG_WEIGHTS, InLayout(plain_kernel, conv.data_pd.weights_desc(),
+                                           &kernel_storage)},
+               {DNNL_ARG_DIFF_SRC, out_memory}});
+    }
   });
 }
 
@@ -182,6 +180,6 @@ ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
       .Attr<int64_t>("pad_bottom")                                              \
       .Attr<int64_t>("pad_right")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvForward, Forward, FER_CONV_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvInputGradient, InputGradient, FER_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvForward, KernelPass<true>, FER_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvInputGradient, KernelPass<false>, FER_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvKernelGradient, KernelGradient, FER_CONV_BINDING);
