@@ -62,13 +62,6 @@ def max_pool(x, layer_impl: str):
     return nn.max_pool(x, (2, 2), (2, 2)) if layer_impl == "flax" else conv_lib.max_pool(x)
 
 
-def conv(layer_impl: str, *args, **kwargs) -> nn.Conv:
-    """``nn.Conv(*args, **kwargs)`` computed by ``layer_impl``'s convolution."""
-    if layer_impl == "onednn":
-        kwargs["conv_general_dilated"] = onednn_conv.conv_general_dilated
-    return nn.Conv(*args, **kwargs)
-
-
 class Dropout(nn.Dropout):
     """``nn.Dropout`` (same name, so the same parameter paths and keys) whose mask does not
     depend on how the batch is split over devices: each example's mask is its row of the
@@ -103,9 +96,9 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = conv(self.layer_impl, self.features, (self.kernel, self.kernel),
-                 (self.strides, self.strides), padding=self.padding, use_bias=False,
-                 dtype=self.dtype)(x)
+        x = onednn_conv.conv_layer(self.layer_impl, self.features, (self.kernel, self.kernel),
+                                   (self.strides, self.strides), padding=self.padding,
+                                   use_bias=False, dtype=self.dtype)(x)
         x = batch_norm(self.layer_impl, use_running_average=not train, dtype=self.dtype,
                        axis_name=self.bn_axis_name)(x)
         return nn.relu(x) if self.relu else x

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import warnings
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -164,3 +165,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
             feature_group_count, batch_group_count, precision, preferred_element_type)
     register()
     return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+
+
+def conv_layer(impl: str, *args, **kwargs) -> nn.Conv:
+    """``nn.Conv(*args, **kwargs)`` on oneDNN's convolutions (:func:`conv_general_dilated`)
+    for ``impl == "onednn"``, on XLA's for any other ``impl``."""
+    if impl == "onednn":
+        kwargs["conv_general_dilated"] = conv_general_dilated
+    return nn.Conv(*args, **kwargs)

@@ -41,6 +41,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ada_min_p": 0.0,             # GAN hyperparameters: no floor under ADA's probability
     "conditioning": "embedding",  # GAN hyperparameters: label embedding + per-class CBN tables
     "aux_weight": 0.0,            # GAN hyperparameters: no auxiliary classifier
+    "conv_impl": "xla",           # GAN hyperparameters: XLA's convolutions
     "min_crop": 48,               # classifier augmentation: no scaled crops
     "max_crop": 48,
     "erase_prob": 0.0,            # classifier augmentation: no random erasing

@@ -14,6 +14,9 @@ Every network is called as ``G(z, labels, train=...)`` -> images in [-1, 1] ``[B
 unconditional baseline ignores ``labels``. Batch-norm statistics live in ``batch_stats``; the
 discriminator's spectral-norm power-iteration vectors live in its ``batch_stats`` too and are
 updated only when ``train=True``. ``axis_name`` makes batch norm average over devices under pmap.
+``conv_impl`` picks the convolutions: ``"onednn"`` (oneDNN's kernels on the CPU backend,
+:mod:`fer_jax.onednn_conv`) or ``"xla"``; the DCGAN generator's transposed convolutions are
+XLA's either way.
 Layers that feed a batch norm have no bias (the norm removes it; its gradient would be noise).
 """
 
@@ -26,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fer_jax.classes import NUM_EMOTIONS
+from fer_jax.onednn_conv import conv_layer
 
 BASE_SIZE = 6  # spatial size the generators start from: 6 -> 12 -> 24 -> 48
 BN_MOMENTUM = 0.9
@@ -94,10 +98,11 @@ class GeneratorBlock(nn.Module):
 
     features: int
     norm: Callable[[], nn.Module]
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, condition, *, train: bool):
-        conv = functools.partial(nn.Conv, self.features, use_bias=False)
+        conv = functools.partial(conv_layer, self.conv_impl, self.features, use_bias=False)
         h = nn.relu(self.norm()(x, condition, train=train))
         h = conv((3, 3))(_upsample(h))
         h = nn.relu(self.norm()(h, condition, train=train))
@@ -129,6 +134,7 @@ class Generator(nn.Module):
     embed_dim: int = 32
     conditioning: str = "embedding"
     axis_name: str | None = None
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, z, labels, *, train: bool):
@@ -147,9 +153,9 @@ class Generator(nn.Module):
         h = nn.Dense(BASE_SIZE * BASE_SIZE * self.channels[0], use_bias=False)(h)
         h = h.reshape(z.shape[0], BASE_SIZE, BASE_SIZE, self.channels[0])
         for features, condition in zip(self.channels[1:], conditions[:-1], strict=True):
-            h = GeneratorBlock(features, norm)(h, condition, train=train)
+            h = GeneratorBlock(features, norm, self.conv_impl)(h, condition, train=train)
         h = nn.relu(norm()(h, conditions[-1], train=train))
-        return jnp.tanh(nn.Conv(1, (3, 3))(h))
+        return jnp.tanh(conv_layer(self.conv_impl, 1, (3, 3))(h))
 
 
 class DiscriminatorBlock(nn.Module):
@@ -158,11 +164,12 @@ class DiscriminatorBlock(nn.Module):
     features: int
     downsample: bool = True
     preactivate: bool = True
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         def sn_conv(kernel):
-            return nn.SpectralNorm(nn.Conv(self.features, kernel))
+            return nn.SpectralNorm(conv_layer(self.conv_impl, self.features, kernel))
 
         h = nn.relu(x) if self.preactivate else x
         h = sn_conv((3, 3))(h, update_stats=train)
@@ -193,6 +200,7 @@ class Discriminator(nn.Module):
     num_classes: int = NUM_EMOTIONS
     channels: Sequence[int] = (32, 64, 128, 256)
     auxiliary_classifier: bool = False
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images, labels, *, train: bool, with_class_logits: bool = False):
@@ -201,8 +209,8 @@ class Discriminator(nn.Module):
         h = images
         last = len(self.channels) - 1
         for i, features in enumerate(self.channels):
-            h = DiscriminatorBlock(features, downsample=i < last, preactivate=i > 0)(
-                h, train=train)
+            h = DiscriminatorBlock(features, downsample=i < last, preactivate=i > 0,
+                                   conv_impl=self.conv_impl)(h, train=train)
         h = jnp.sum(nn.relu(h), axis=(1, 2))
         logits = nn.SpectralNorm(nn.Dense(1))(h, update_stats=train)[:, 0]
         embedding = nn.SpectralNorm(nn.Embed(self.num_classes, h.shape[-1]))(
@@ -244,13 +252,15 @@ class DCGANDiscriminator(nn.Module):
     """Unconditional DCGAN discriminator: strided convs with leaky ReLU, then a linear logit."""
 
     channels: Sequence[int] = (64, 128, 256)
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, images, labels, *, train: bool):
         del labels, train  # unconditional, and no train-dependent layers
         h = images
         for features in self.channels:
-            h = nn.leaky_relu(nn.Conv(features, (4, 4), strides=(2, 2))(h), 0.2)
+            h = nn.leaky_relu(conv_layer(self.conv_impl, features, (4, 4), strides=(2, 2))(h),
+                              0.2)
         return nn.Dense(1)(h.reshape(h.shape[0], -1))[:, 0]
 
 
@@ -258,12 +268,15 @@ def build(model: str, hparams, axis_name: str | None = None) -> tuple[nn.Module,
     """The (generator, discriminator) pair of ``model`` ("cgan" or "dcgan"), with widths
     ``hparams.g_channels`` / ``hparams.d_channels`` (and ``hparams.embed_dim``,
     ``hparams.conditioning`` and an auxiliary classifier when ``hparams.aux_weight`` > 0 for
-    cgan; the unconditional dcgan refuses "hierarchical" and the auxiliary classifier)."""
+    cgan; the unconditional dcgan refuses "hierarchical" and the auxiliary classifier) and the
+    convolutions of ``hparams.conv_impl``."""
     if model == "cgan":
         return (Generator(channels=tuple(hparams.g_channels), embed_dim=hparams.embed_dim,
-                          conditioning=hparams.conditioning, axis_name=axis_name),
+                          conditioning=hparams.conditioning, axis_name=axis_name,
+                          conv_impl=hparams.conv_impl),
                 Discriminator(channels=tuple(hparams.d_channels),
-                              auxiliary_classifier=hparams.aux_weight > 0))
+                              auxiliary_classifier=hparams.aux_weight > 0,
+                              conv_impl=hparams.conv_impl))
     if model == "dcgan":
         if hparams.conditioning != "embedding":
             raise ValueError(f"dcgan is unconditional (one model per class): conditioning "
@@ -272,5 +285,6 @@ def build(model: str, hparams, axis_name: str | None = None) -> tuple[nn.Module,
             raise ValueError(f"dcgan is unconditional (one model per class): aux_weight "
                              f"{hparams.aux_weight} does not apply; keep 0")
         return (DCGANGenerator(channels=tuple(hparams.g_channels), axis_name=axis_name),
-                DCGANDiscriminator(channels=tuple(hparams.d_channels)))
+                DCGANDiscriminator(channels=tuple(hparams.d_channels),
+                                   conv_impl=hparams.conv_impl))
     raise ValueError(f"unknown GAN model {model!r}; expected 'cgan' or 'dcgan'")

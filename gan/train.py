@@ -135,6 +135,9 @@ def ema_decay_at(step, decay: float, warmup_steps: int):
     return jnp.where(step < warmup_steps, 0.0, decay)
 
 
+CONV_IMPLS = ("onednn", "xla")
+
+
 @dataclasses.dataclass(frozen=True)
 class GanHparams:
     """Hyperparameters of one GAN (``config.cgan`` / ``config.dcgan``), typed and hashable.
@@ -161,10 +164,14 @@ class GanHparams:
     ada_speed: float
     ada_min_p: float
     ada_max_p: float
+    conv_impl: str
 
     def __post_init__(self):
         losses.check_policy(self.augment_policy)
         losses.loss_pair(self.loss)
+        if self.conv_impl not in CONV_IMPLS:
+            raise ValueError(f"unknown conv_impl {self.conv_impl!r}; expected one of "
+                             f"{CONV_IMPLS}")
 
     @classmethod
     def from_config(cls, config) -> GanHparams:

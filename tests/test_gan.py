@@ -348,3 +348,39 @@ def test_shared_latents_give_each_position_one_latent_whatever_the_label():
     np.testing.assert_array_equal(mixed[[1, 3]], happy[[1, 3]])
     assert not np.array_equal(disgust, happy)  # the label changes the face
     assert not np.array_equal(disgust[0], disgust[1])  # positions have their own latents
+
+
+@pytest.mark.parametrize("model", ["cgan", "dcgan"])
+def test_onednn_convolutions_give_the_xla_networks_values_and_gradients(model):
+    """conv_impl "onednn" and "xla": the same variables, outputs and gradients of G and D."""
+    from experiments.configs import gan_base
+    from gan.train import GanHparams
+
+    hparams = gan_base.gan_hparams(g_channels=(16, 8, 8, 8) if model == "cgan" else (16, 8, 8),
+                                   d_channels=(8, 8, 16), latent_dim=8)
+    z, labels = jax.random.normal(KEY, (4, 8)), jnp.array([0, 3, 5, 6])
+    images = jax.random.uniform(jax.random.PRNGKey(1), (4, 48, 48, 1), minval=-1, maxval=1)
+    results = []
+    for impl in ("onednn", "xla"):
+        generator, discriminator = models.build(
+            model, GanHparams.from_config({**hparams, "conv_impl": impl}))
+        g_vars = generator.init(KEY, z, labels, train=False)
+        d_vars = discriminator.init(KEY, images, labels, train=False)
+
+        def loss(g_params, d_params, g=generator, d=discriminator, gv=g_vars, dv=d_vars):
+            fakes, _ = g.apply({**gv, "params": g_params}, z, labels, train=True,
+                               mutable=["batch_stats"])
+            logits, _ = d.apply({**dv, "params": d_params}, jnp.concatenate([fakes, images]),
+                                jnp.concatenate([labels, labels]), train=True,
+                                mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(logits))
+
+        value_and_grads = jax.jit(jax.value_and_grad(loss, (0, 1)))
+        hlo = value_and_grads.lower(g_vars["params"], d_vars["params"]).as_text()
+        assert ("FerConvKernelGradient" in hlo) == (impl == "onednn")
+        results.append(value_and_grads(g_vars["params"], d_vars["params"]))
+    onednn, xla = results
+    assert jax.tree_util.tree_structure(onednn) == jax.tree_util.tree_structure(xla)
+    for a, b in zip(jax.tree_util.tree_leaves(onednn), jax.tree_util.tree_leaves(xla)):
+        scale = float(jnp.max(jnp.abs(b))) or 1.0
+        np.testing.assert_allclose(a / scale, b / scale, atol=1e-4)

@@ -119,9 +119,12 @@ def test_pmap_and_jit_steps_agree_on_two_devices(tiny_data):
     for a, b in zip(jit_metrics, pmap_metrics, strict=True):
         for key in a:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    # oneDNN's weight gradients sum each device's half of the batch in another order than the
+    # whole batch's: float32 rounding that Adam's normalised first steps carry into a few
+    # parameters near 0 at ~2e-5 (a step's update is ~2e-4); hence atol 5e-5.
     for a, b in zip(jax.tree_util.tree_leaves(jit_state), jax.tree_util.tree_leaves(pmap_state),
                     strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=5e-5)
 
 
 @pytest.mark.slow

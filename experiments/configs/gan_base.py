@@ -32,6 +32,9 @@ def gan_hparams(**overrides) -> ml_collections.ConfigDict:
         "ada_target": 0.6,               # adapt p towards E[sign D(real)] = target (0 = fixed p)
         # ADA keeps p in [ada_min_p, ada_max_p]: a floor > 0 keeps DiffAugment always on
         "ada_speed": 0.005, "ada_min_p": 0.0, "ada_max_p": 0.8,
+        # convolutions: "onednn" (oneDNN's kernels on CPU, fer_jax.onednn_conv; XLA's on
+        # accelerators) | "xla"
+        "conv_impl": "onednn",
     })
     hparams.update(overrides)
     return hparams
