@@ -27,7 +27,7 @@ batch size at a time): forward, input gradient and weight gradient in millisecon
 
     python -m experiments.benchmark [--models seed_cnn vgg13 compact] [--batches 64 256]
         [--modes jit pmap] [--devices 1 2] [--steps 5] [--out checkpoints/benchmark]
-        [--against torch] [--xla-conv] [--before] [--json OUT] [--layers]
+        [--against torch] [--xla-conv] [--before] [--dtype bfloat16] [--json OUT] [--layers]
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def _throughput(batch: int, train: tuple[float, float], infer: tuple[float, floa
 
 
 def measure(model_name: str, mode: str, batch: int, steps: int,
-            framework: str = "fer-jax") -> dict:
-    """One worker measurement of a fer-jax ``framework`` (runs inside the subprocess)."""
+            framework: str = "fer-jax", dtype: str = "float32") -> dict:
+    """One worker measurement of a fer-jax ``framework`` computing in ``dtype`` (parameters
+    stay float32; runs inside the subprocess)."""
     import jax
     import ml_collections
     import numpy as np
@@ -110,6 +111,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int,
     config.model_kwargs = MODEL_KWARGS.get(model_name, {})
     config.optimizer, config.schedule, config.weight_decay = "adam", "constant", 0.0
     config.learning_rate = 1e-3
+    config.dtype = dtype
     config.layer_impl = LAYER_IMPLS.get(framework, classifier_base.get_config().layer_impl)
     placement = parallel.make_placement(mode)
     bn_axis = parallel.AXIS if mode == "pmap" else None
@@ -152,7 +154,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int,
     return {
         "model": model_name, "framework": framework, "layer_impl": config.layer_impl,
         "xla_flags": runtime.configure()["XLA_FLAGS"],
-        "mode": mode, "devices": placement.num_devices, "batch": batch,
+        "mode": mode, "devices": placement.num_devices, "batch": batch, "dtype": dtype,
         "params": int(sum(x.size for x in jax.tree_util.tree_leaves(host.params))),
         "compile_train_s": compile_train, "compile_infer_s": compile_infer,
         **_throughput(batch, train_s, infer_s),
@@ -365,7 +367,8 @@ def worker(args) -> int:
             result = measure_torch(args.models[0], batch, args.steps,
                                    args.framework == "torch-compile")
         else:
-            result = measure(args.models[0], args.modes[0], batch, args.steps, args.framework)
+            result = measure(args.models[0], args.modes[0], batch, args.steps, args.framework,
+                             args.dtype)
         print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -384,6 +387,7 @@ def run_worker(model: str, framework: str, args, mode: str = "jit",
         env[runtime.CPU_DEFAULTS_ENV] = "0"
     command = [sys.executable, "-m", "experiments.benchmark", "--worker", "--models", model,
                "--framework", framework, "--modes", mode, "--steps", str(args.steps),
+               "--dtype", args.dtype,
                "--batches", *map(str, args.batches)]
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
@@ -441,7 +445,7 @@ def comparison_table(results: list[dict]) -> str:
 
 def json_rows(results: list[dict]) -> list[dict]:
     """The ``--json`` rows (see the module docstring)."""
-    keep = ("model", "batch", "framework", "mode", "devices", "layer_impl", "xla_flags")
+    keep = ("model", "batch", "framework", "mode", "devices", "dtype", "layer_impl", "xla_flags")
     return [{**{k: r[k] for k in keep if k in r},
              "train_images_per_sec": r["train_images_per_s"],
              "infer_images_per_sec": r["infer_images_per_s"],
@@ -466,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="writes OUT.json and OUT.md")
     parser.add_argument("--against", choices=("torch",),
                         help="also train the same networks in PyTorch (eager, torch.compile)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="fer-jax's compute dtype (config.dtype; PyTorch stays float32)")
     parser.add_argument("--xla-conv", action="store_true",
                         help="also measure fer-jax with XLA's convolutions (layer_impl 'fast')")
     parser.add_argument("--before", action="store_true",

@@ -7,7 +7,7 @@ convolutions of a layer (forward, input gradient, weight gradient) are custom ca
 oneDNN (``native/onednn_conv.cc``, in XLA's NHWC / HWIO layouts, no copies of activations),
 tied together by a ``jax.custom_vjp``. :func:`conv_general_dilated` has the signature of
 ``lax.conv_general_dilated``, so ``nn.Conv(conv_general_dilated=...)`` uses it; it takes
-the oneDNN path for float32 NHWC/HWIO convolutions without dilation or groups on the CPU
+the oneDNN path for float32 or bfloat16 NHWC/HWIO convolutions without dilation or groups on the CPU
 backend and calls ``lax.conv_general_dilated`` for everything else (accelerators included;
 a machine without the oneDNN headers or ``g++`` too, with a warning).
 
@@ -109,7 +109,7 @@ def _call(target: str, shape, a, b, strides, pads):
     (top, bottom), (left, right) = pads
     attributes = {"stride_h": strides[0], "stride_w": strides[1], "pad_top": top,
                   "pad_left": left, "pad_bottom": bottom, "pad_right": right}
-    call = jax.ffi.ffi_call(TARGETS[target], jax.ShapeDtypeStruct(shape, jnp.float32),
+    call = jax.ffi.ffi_call(TARGETS[target], jax.ShapeDtypeStruct(shape, a.dtype),
                             vmap_method="sequential")
     return call(a, b, **{name: np.int64(value) for name, value in attributes.items()})
 
@@ -136,11 +136,13 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def _onednn_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                 dimension_numbers, feature_group_count, batch_group_count):
+                 dimension_numbers, feature_group_count, batch_group_count,
+                 preferred_element_type):
     """The ``((top, bottom), (left, right))`` padding of a convolution that takes the oneDNN
     path (see the module docstring), or None for one that does not."""
     if not (jax.default_backend() == "cpu" and lhs.ndim == 4
-            and lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32
+            and lhs.dtype == rhs.dtype and lhs.dtype in (jnp.float32, jnp.bfloat16)
+            and preferred_element_type in (None, lhs.dtype)
             and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
             and all(d == 1 for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
@@ -158,7 +160,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     """``lax.conv_general_dilated`` on oneDNN's kernels where the module docstring says so,
     else XLA's (the same call)."""
     pads = _onednn_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                        dimension_numbers, feature_group_count, batch_group_count)
+                        dimension_numbers, feature_group_count, batch_group_count,
+                        preferred_element_type)
     if pads is None:
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

@@ -1,10 +1,11 @@
-// oneDNN 2-D convolutions as XLA FFI custom calls (CPU, float32, no dilation or groups):
+// oneDNN 2-D convolutions as XLA FFI custom calls (CPU, float32 or bfloat16, no dilation or groups):
 // the forward pass, the input gradient and the weight gradient, in XLA's NHWC / HWIO layouts.
 // Built on first use by fer_jax/onednn_conv.py; one cached set of primitives per shape.
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -24,9 +25,9 @@ dnnl::engine& Engine() {
 }
 
 // x [n, h, w, c], kernel [kh, kw, c, o], strides (rows, columns), padding (top, left,
-// bottom, right).
+// bottom, right), element type.
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, memory::data_type>;
 
 struct Geometry {
   int64_t stride_h, stride_w, top, left, bottom, right;
@@ -48,14 +49,14 @@ const Conv& Lookup(const Key& key) {
   std::lock_guard<std::mutex> lock(mutex);
   auto found = cache.find(key);
   if (found != cache.end()) return *found->second;
-  auto [n, h, w, c, kh, kw, o, sh, sw, top, left, bottom, right] = key;
+  auto [n, h, w, c, kh, kw, o, sh, sw, top, left, bottom, right, type] = key;
   const memory::dims strides{sh, sw}, pad_l{top, left}, pad_r{bottom, right};
   auto conv = std::make_unique<Conv>();
-  conv->src = memory::desc({n, c, h, w}, memory::data_type::f32, Tag::nhwc);
-  conv->kernel = memory::desc({o, c, kh, kw}, memory::data_type::f32, Tag::hwio);
+  conv->src = memory::desc({n, c, h, w}, type, Tag::nhwc);
+  conv->kernel = memory::desc({o, c, kh, kw}, type, Tag::hwio);
   conv->dst = memory::desc({n, o, (h + top + bottom - kh) / sh + 1, (w + left + right - kw) / sw + 1},
-                           memory::data_type::f32, Tag::nhwc);
-  const memory::desc any_kernel({o, c, kh, kw}, memory::data_type::f32, Tag::any);
+                           type, Tag::nhwc);
+  const memory::desc any_kernel({o, c, kh, kw}, type, Tag::any);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto algorithm = dnnl::algorithm::convolution_direct;
@@ -74,11 +75,20 @@ const Conv& Lookup(const Key& key) {
   return *(cache[key] = std::move(conv));
 }
 
+// oneDNN's type for an XLA element type (float32 and bfloat16 only).
+memory::data_type TypeOf(ffi::DataType type) {
+  if (type == ffi::DataType::F32) return memory::data_type::f32;
+  if (type == ffi::DataType::BF16) return memory::data_type::bf16;
+  throw std::invalid_argument("element type must be float32 or bfloat16");
+}
+
 // The key of a convolution of input ``x_dims`` with a kernel of ``kernel_dims``.
 template <typename Dims>
-Key MakeKey(const Dims& x_dims, const Dims& kernel_dims, const Geometry& g) {
+Key MakeKey(const Dims& x_dims, const Dims& kernel_dims, const Geometry& g,
+            ffi::DataType type) {
   return {x_dims[0], x_dims[1], x_dims[2], x_dims[3], kernel_dims[0], kernel_dims[1],
-          kernel_dims[3], g.stride_h, g.stride_w, g.top, g.left, g.bottom, g.right};
+          kernel_dims[3], g.stride_h, g.stride_w, g.top, g.left, g.bottom, g.right,
+          TypeOf(type)};
 }
 
 dnnl::stream& Stream() {
@@ -118,17 +128,18 @@ ffi::Error Guarded(Body body) {
 // The passes that read the kernel: forward (``in`` = x, ``out`` = y) or the input gradient
 // (``in`` = dy, ``out`` = dx).
 template <bool kForward>
-ffi::Error KernelPass(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
-                      ffi::ResultBuffer<ffi::F32> out, int64_t stride_h, int64_t stride_w,
+ffi::Error KernelPass(ffi::AnyBuffer in, ffi::AnyBuffer kernel,
+                      ffi::Result<ffi::AnyBuffer> out, int64_t stride_h, int64_t stride_w,
                       int64_t top, int64_t left, int64_t bottom, int64_t right) {
   return Guarded([&] {
     const Conv& conv = Lookup(MakeKey(kForward ? in.dimensions() : out->dimensions(),
                                       kernel.dimensions(),
-                                      {stride_h, stride_w, top, left, bottom, right}));
+                                      {stride_h, stride_w, top, left, bottom, right},
+                                      kernel.element_type()));
     memory kernel_storage;
-    auto plain_kernel = Wrap(conv.kernel, kernel.typed_data());
-    auto in_memory = Wrap(kForward ? conv.src : conv.dst, in.typed_data());
-    auto out_memory = Wrap(kForward ? conv.dst : conv.src, out->typed_data());
+    auto plain_kernel = Wrap(conv.kernel, kernel.untyped_data());
+    auto in_memory = Wrap(kForward ? conv.src : conv.dst, in.untyped_data());
+    auto out_memory = Wrap(kForward ? conv.dst : conv.src, out->untyped_data());
     if (kForward) {
       Execute(conv.forward, conv.forward_pd,
               {{DNNL_ARG_SRC, in_memory},
@@ -145,19 +156,20 @@ ffi::Error KernelPass(ffi::Buffer<ffi::F32> in, ffi::Buffer<ffi::F32> kernel,
   });
 }
 
-ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                          ffi::ResultBuffer<ffi::F32> dkernel, int64_t stride_h,
+ffi::Error KernelGradient(ffi::AnyBuffer x, ffi::AnyBuffer dy,
+                          ffi::Result<ffi::AnyBuffer> dkernel, int64_t stride_h,
                           int64_t stride_w, int64_t top, int64_t left, int64_t bottom,
                           int64_t right) {
   return Guarded([&] {
     const Conv& conv = Lookup(MakeKey(x.dimensions(), dkernel->dimensions(),
-                                      {stride_h, stride_w, top, left, bottom, right}));
-    auto plain = Wrap(conv.kernel, dkernel->typed_data());
+                                      {stride_h, stride_w, top, left, bottom, right},
+                                      x.element_type()));
+    auto plain = Wrap(conv.kernel, dkernel->untyped_data());
     const auto& wanted = conv.weights_pd.diff_weights_desc();
     auto result = wanted == conv.kernel ? plain : memory(wanted, Engine());
     Execute(conv.weights, conv.weights_pd,
-            {{DNNL_ARG_SRC, Wrap(conv.src, x.typed_data())},
-             {DNNL_ARG_DIFF_DST, Wrap(conv.dst, dy.typed_data())},
+            {{DNNL_ARG_SRC, Wrap(conv.src, x.untyped_data())},
+             {DNNL_ARG_DIFF_DST, Wrap(conv.dst, dy.untyped_data())},
              {DNNL_ARG_DIFF_WEIGHTS, result}});
     if (!(wanted == conv.kernel)) {
       dnnl::reorder(result, plain).execute(Stream(), result, plain);
@@ -170,9 +182,9 @@ ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 #define FER_CONV_BINDING                                                        \
   ffi::Ffi::Bind()                                                              \
-      .Arg<ffi::Buffer<ffi::F32>>()                                             \
-      .Arg<ffi::Buffer<ffi::F32>>()                                             \
-      .Ret<ffi::Buffer<ffi::F32>>()                                             \
+      .Arg<ffi::AnyBuffer>()                                             \
+      .Arg<ffi::AnyBuffer>()                                             \
+      .Ret<ffi::AnyBuffer>()                                             \
       .Attr<int64_t>("stride_h")                                                \
       .Attr<int64_t>("stride_w")                                                \
       .Attr<int64_t>("pad_top")                                                 \
