@@ -13,7 +13,10 @@ for the AC terms). Measured on real data (seed 0, README): without the AC terms 
 sensitivity 29.6%; with them CAS 41.2%, label sensitivity 40.9%; with the wider discriminator
 CAS 42.0%, label sensitivity 56.6% (targets 50% / 80%), 6000 steps in 53 min at 1.9 it/s on one
 core and 8 min of evaluation: past the hour with the DCGAN baselines (~20 min more);
-``'--config.baseline.classes=()'`` skips them, as the README's measured runs did.
+``'--config.baseline.classes=()'`` skips them, as the README's measured runs did. These times
+are XLA's convolutions; oneDNN's (``cgan.conv_impl = "onednn"``, now the default) train this
+cGAN 1.55x faster per CPU-second (2.8 vs 1.8 it/CPU-s on one core, measured 2026-12-01), so
+6000 steps should take ~35 min (not yet timed in a full run).
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
