@@ -14,7 +14,8 @@ a machine without the oneDNN headers or ``g++`` too, with a warning).
 The library is compiled on first use (about 5 s; ``g++``, jaxlib's FFI headers and the
 ``onednn-cpu-gomp`` / ``onednn-devel-cpu-gomp`` wheels, core dependencies on Linux x86-64)
 into ``<$FER_JAX_CACHE or ~/.cache/fer_jax>/build``, once per source, jaxlib and environment.
-oneDNN runs its own OpenMP threads (``OMP_NUM_THREADS``, default: all cores).
+oneDNN runs its own OpenMP threads: ``OMP_NUM_THREADS`` (default: all cores) split among the
+local devices (:func:`threads_per_device`), so forced host devices share the cores.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _compile_command(output: pathlib.Path) -> list[str]:
     if missing:
         raise FerError(f"building {SOURCE.name} needs {missing}; or set layer_impl='fast'")
     include, lib = pathlib.Path(sys.prefix) / "include", pathlib.Path(sys.prefix) / "lib"
-    return ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(SOURCE),
+    return ["g++", "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w", str(SOURCE),
             f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{lib}", "-ldnnl",
             f"-Wl,-rpath,{lib}", "-o", str(output)]
 
@@ -108,10 +109,18 @@ def register() -> None:
 def _call(target: str, shape, a, b, strides, pads):
     (top, bottom), (left, right) = pads
     attributes = {"stride_h": strides[0], "stride_w": strides[1], "pad_top": top,
-                  "pad_left": left, "pad_bottom": bottom, "pad_right": right}
+                  "pad_left": left, "pad_bottom": bottom, "pad_right": right,
+                  "threads": threads_per_device()}
     call = jax.ffi.ffi_call(TARGETS[target], jax.ShapeDtypeStruct(shape, a.dtype),
                             vmap_method="sequential")
     return call(a, b, **{name: np.int64(value) for name, value in attributes.items()})
+
+
+def threads_per_device() -> int:
+    """oneDNN's threads per call: ``$OMP_NUM_THREADS`` (default: the cores) split among the
+    local CPU devices, which may run their convolutions at once (forced host devices)."""
+    total = int((os.environ.get("OMP_NUM_THREADS") or "").split(",")[0] or os.cpu_count() or 1)
+    return max(1, total // jax.local_device_count())
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

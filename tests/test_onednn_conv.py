@@ -117,3 +117,11 @@ def test_without_onednn_convolutions_fall_back_with_a_warning(monkeypatch):
             onednn_conv._compile_command(onednn_conv.SOURCE)
     finally:
         onednn_conv.available.cache_clear()
+
+
+def test_devices_share_the_threads(monkeypatch):
+    assert jax.local_device_count() == 2  # conftest forces two host devices
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert onednn_conv.threads_per_device() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "1,1")
+    assert onednn_conv.threads_per_device() == 1

@@ -10,6 +10,8 @@
 #include <tuple>
 #include <vector>
 
+#include <omp.h>
+
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -106,9 +108,14 @@ memory InLayout(const memory& plain, const memory::desc& wanted, memory* storage
   return *storage;
 }
 
+// oneDNN's OpenMP team size for calls from this (XLA) thread: devices that run at once share
+// the cores instead of each starting a team of all of them.
+thread_local int threads = 0;
+
 template <typename PrimitiveDesc>
 void Execute(const dnnl::primitive& primitive, const PrimitiveDesc& pd,
              std::unordered_map<int, memory> args) {
+  if (threads > 0) omp_set_num_threads(threads);
   std::vector<char> scratch(pd.scratchpad_desc().get_size());
   args.insert({DNNL_ARG_SCRATCHPAD, Wrap(pd.scratchpad_desc(), scratch.data())});
   primitive.execute(Stream(), args);
@@ -130,8 +137,10 @@ ffi::Error Guarded(Body body) {
 template <bool kForward>
 ffi::Error KernelPass(ffi::AnyBuffer in, ffi::AnyBuffer kernel,
                       ffi::Result<ffi::AnyBuffer> out, int64_t stride_h, int64_t stride_w,
-                      int64_t top, int64_t left, int64_t bottom, int64_t right) {
+                      int64_t top, int64_t left, int64_t bottom, int64_t right,
+                      int64_t num_threads) {
   return Guarded([&] {
+    threads = static_cast<int>(num_threads);
     const Conv& conv = Lookup(MakeKey(kForward ? in.dimensions() : out->dimensions(),
                                       kernel.dimensions(),
                                       {stride_h, stride_w, top, left, bottom, right},
@@ -159,8 +168,9 @@ ffi::Error KernelPass(ffi::AnyBuffer in, ffi::AnyBuffer kernel,
 ffi::Error KernelGradient(ffi::AnyBuffer x, ffi::AnyBuffer dy,
                           ffi::Result<ffi::AnyBuffer> dkernel, int64_t stride_h,
                           int64_t stride_w, int64_t top, int64_t left, int64_t bottom,
-                          int64_t right) {
+                          int64_t right, int64_t num_threads) {
   return Guarded([&] {
+    threads = static_cast<int>(num_threads);
     const Conv& conv = Lookup(MakeKey(x.dimensions(), dkernel->dimensions(),
                                       {stride_h, stride_w, top, left, bottom, right},
                                       x.element_type()));
@@ -190,7 +200,8 @@ ffi::Error KernelGradient(ffi::AnyBuffer x, ffi::AnyBuffer dy,
       .Attr<int64_t>("pad_top")                                                 \
       .Attr<int64_t>("pad_left")                                                \
       .Attr<int64_t>("pad_bottom")                                              \
-      .Attr<int64_t>("pad_right")
+      .Attr<int64_t>("pad_right")                                               \
+      .Attr<int64_t>("threads")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvForward, KernelPass<true>, FER_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(FerConvInputGradient, KernelPass<false>, FER_CONV_BINDING);
