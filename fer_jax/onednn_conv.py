@@ -76,11 +76,13 @@ def _compile_command(output: pathlib.Path) -> list[str]:
 
 
 def library_path() -> pathlib.Path:
-    """The compiled library, built now if this source and jaxlib have none yet."""
+    """The compiled library, built now if this source, compile command (headers, flags) and
+    jaxlib have none yet."""
     import jaxlib
 
-    digest = hashlib.sha256(SOURCE.read_bytes() + jaxlib.__version__.encode()
-                            + sys.prefix.encode()).hexdigest()[:16]
+    command = " ".join(_compile_command(pathlib.Path("library.so")))
+    digest = hashlib.sha256(SOURCE.read_bytes() + command.encode()
+                            + jaxlib.__version__.encode()).hexdigest()[:16]
     path = cache.default_dir() / "build" / f"onednn_conv-{digest}.so"
     if path.exists():
         return path
