@@ -20,6 +20,11 @@ framework): ``{"model", "batch", "framework", "train_images_per_sec", "infer_ima
 row also gives images per second of the process's CPU time, ``*_images_per_cpu_sec``, which
 other load on a shared machine disturbs less: compare those with one thread per framework).
 
+``--profile`` also traces each fer-jax training step (jax.profiler) and splits its time by
+XLA operation kind: convolutions (oneDNN's custom calls, or XLA's) against the rest, and the
+ceiling that the convolution time alone sets on the ratio to torch.compile (its step time over
+fer-jax's convolution time: the ratio if everything else took no time).
+
 ``--layers`` instead times every convolution of each model on its own (this process, one
 batch size at a time): forward, input gradient and weight gradient in milliseconds, in fer-jax
 (oneDNN's kernels, :mod:`fer_jax.onednn_conv`; ``fer-jax-xla-conv``: XLA's) and, with ``--against torch``, in PyTorch (``conv2d``, ``grad.conv2d_input``,
@@ -28,12 +33,15 @@ batch size at a time): forward, input gradient and weight gradient in millisecon
     python -m experiments.benchmark [--models seed_cnn vgg13 compact] [--batches 64 256]
         [--modes jit pmap] [--devices 1 2] [--steps 5] [--out checkpoints/benchmark]
         [--against torch] [--xla-conv] [--before] [--dtype bfloat16] [--json OUT] [--layers]
+        [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import gzip
 import importlib.util
 import json
 import os
@@ -41,6 +49,7 @@ import pathlib
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 from experiments.cli import run_main
@@ -87,6 +96,32 @@ def _timed(fn, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / steps, (time.process_time() - start_cpu) / steps
 
 
+def op_breakdown(run, steps: int) -> dict[str, float]:
+    """Milliseconds per call of ``run`` (which blocks on its result) spent in each kind of XLA
+    operation, largest first: a jax.profiler trace of ``steps`` calls, kinds being HLO op names
+    without their numbering (``ffi_call``: the oneDNN convolutions; ``dot``, ``*_fusion``)."""
+    import jax
+
+    with tempfile.TemporaryDirectory() as directory:
+        jax.profiler.start_trace(directory)
+        for _ in range(steps):
+            run()
+        jax.profiler.stop_trace()
+        (path,) = pathlib.Path(directory).rglob("*.trace.json.gz")
+        events = json.loads(gzip.decompress(path.read_bytes()))["traceEvents"]
+    totals: collections.Counter = collections.Counter()
+    for event in events:
+        op = (event.get("args") or {}).get("hlo_op")
+        if event.get("ph") == "X" and op:
+            totals[op.rstrip("0123456789").rstrip(".")] += event["dur"] / 1e3 / steps
+    return dict(totals.most_common())
+
+
+def is_convolution(kind: str) -> bool:
+    """Whether an :func:`op_breakdown` kind is a convolution (oneDNN's or XLA's)."""
+    return kind == "ffi_call" or kind.startswith(("conv_general", "convolution"))
+
+
 def _throughput(batch: int, train: tuple[float, float], infer: tuple[float, float]) -> dict:
     return {"train_images_per_s": batch / train[0], "infer_images_per_s": batch / infer[0],
             "train_images_per_cpu_s": batch / train[1],
@@ -94,9 +129,10 @@ def _throughput(batch: int, train: tuple[float, float], infer: tuple[float, floa
 
 
 def measure(model_name: str, mode: str, batch: int, steps: int,
-            framework: str = "fer-jax", dtype: str = "float32") -> dict:
+            framework: str = "fer-jax", dtype: str = "float32", profile: bool = False) -> dict:
     """One worker measurement of a fer-jax ``framework`` computing in ``dtype`` (parameters
-    stay float32; runs inside the subprocess)."""
+    stay float32; runs inside the subprocess); with ``profile`` also the training step's
+    :func:`op_breakdown` (``step_ms_by_op``)."""
     import jax
     import ml_collections
     import numpy as np
@@ -131,8 +167,11 @@ def measure(model_name: str, mode: str, batch: int, steps: int,
     start = time.perf_counter()
     jax.block_until_ready(step_fn(state, batch_arrays, key, *consts))
     compile_train = time.perf_counter() - start
-    train_s = _timed(lambda: jax.block_until_ready(step_fn(state, batch_arrays, key, *consts)),
-                     steps)
+    def train_step():
+        jax.block_until_ready(step_fn(state, batch_arrays, key, *consts))
+
+    train_s = _timed(train_step, steps)
+    by_op = {"step_ms_by_op": op_breakdown(train_step, steps)} if profile else {}
 
     model = state_lib.build_model(ml_collections.ConfigDict(config))
     host = placement.unreplicate(state)
@@ -162,6 +201,7 @@ def measure(model_name: str, mode: str, batch: int, steps: int,
         "infer_mflop_per_image": infer_flops / batch / 1e6 if infer_flops else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device_peak_mb": memory.get("peak_bytes_in_use", 0) / 2 ** 20 or None,
+        **by_op,
     }
 
 
@@ -368,7 +408,7 @@ def worker(args) -> int:
                                    args.framework == "torch-compile")
         else:
             result = measure(args.models[0], args.modes[0], batch, args.steps, args.framework,
-                             args.dtype)
+                             args.dtype, args.profile)
         print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -387,7 +427,7 @@ def run_worker(model: str, framework: str, args, mode: str = "jit",
         env[runtime.CPU_DEFAULTS_ENV] = "0"
     command = [sys.executable, "-m", "experiments.benchmark", "--worker", "--models", model,
                "--framework", framework, "--modes", mode, "--steps", str(args.steps),
-               "--dtype", args.dtype,
+               "--dtype", args.dtype, *["--profile"] * args.profile,
                "--batches", *map(str, args.batches)]
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     results = [json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
@@ -443,9 +483,34 @@ def comparison_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: list[dict]) -> str:
+    """``--profile``: each traced fer-jax step split into convolutions and the rest, and the
+    ceiling its convolution time sets on the ratio to torch.compile's step time."""
+    compiled = {(r["model"], r["batch"]): r for r in results
+                if r["framework"] == "torch-compile"}
+    lines = [("| model | batch | framework | traced step ms | convolutions ms | other ms | "
+              "convolution share | ceiling vs torch.compile | largest other kinds (ms) |"),
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        if "step_ms_by_op" not in r:
+            continue
+        by_op = r["step_ms_by_op"]
+        conv = sum(ms for kind, ms in by_op.items() if is_convolution(kind))
+        total = sum(by_op.values())
+        others = [(kind, ms) for kind, ms in by_op.items() if not is_convolution(kind)][:3]
+        ref = compiled.get((r["model"], r["batch"]))
+        ceiling = (f"{1e3 * ref['batch'] / ref['train_images_per_s'] / conv:.2f}x"
+                   if ref and conv else "-")
+        lines.append(f"| {r['model']} | {r['batch']} | {r['framework']} | {total:.1f} | "
+                     f"{conv:.1f} | {total - conv:.1f} | {conv / total:.0%} | {ceiling} | "
+                     + ", ".join(f"{kind} {ms:.1f}" for kind, ms in others) + " |")
+    return "\n".join(lines)
+
+
 def json_rows(results: list[dict]) -> list[dict]:
     """The ``--json`` rows (see the module docstring)."""
-    keep = ("model", "batch", "framework", "mode", "devices", "dtype", "layer_impl", "xla_flags")
+    keep = ("model", "batch", "framework", "mode", "devices", "dtype", "layer_impl", "xla_flags",
+            "step_ms_by_op")
     return [{**{k: r[k] for k in keep if k in r},
              "train_images_per_sec": r["train_images_per_s"],
              "infer_images_per_sec": r["infer_images_per_s"],
@@ -480,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", action="store_true",
                         help="time each convolution's forward, input and weight gradient "
                              "instead of training steps")
+    parser.add_argument("--profile", action="store_true",
+                        help="also split each fer-jax training step's time by XLA operation "
+                             "kind (convolutions vs the rest; jax.profiler)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=FRAMEWORKS, default="fer-jax",
                         help=argparse.SUPPRESS)
@@ -513,12 +581,16 @@ def main(argv: list[str] | None = None) -> int:
             out.with_suffix(".json").write_text(json.dumps(
                 {"gemm_gflops": gemm, "cpu_count": os.cpu_count(), "results": results},
                 indent=1))
-            out.with_suffix(".md").write_text(
-                markdown_table(results, gemm) + "\n\n" + comparison_table(results) + "\n")
+            out.with_suffix(".md").write_text(summary(results, gemm, args.profile) + "\n")
             if args.json:
                 pathlib.Path(args.json).write_text(json.dumps(json_rows(results), indent=1))
-    print(markdown_table(results, gemm) + "\n\n" + comparison_table(results))
+    print(summary(results, gemm, args.profile))
     return 0 if results else 1
+
+
+def summary(results: list[dict], gemm: float, profile: bool) -> str:
+    tables = [markdown_table(results, gemm), comparison_table(results)]
+    return "\n\n".join(tables + [profile_table(results)] * profile)
 
 def run_layers(args) -> int:
     """``--layers``: per-convolution timings of every model and batch, in this process."""

@@ -27,9 +27,23 @@ def to_json(section: Any) -> Any:
     return json.loads(json.dumps(section, default=str))
 
 
+# Keys that choose kernels, not results: the implementations they pick share variables and
+# agree within float32 rounding (tests/test_models.py, tests/test_gan.py), so a run may resume,
+# and a stage's outputs stay valid, under another choice. Reports still record them.
+KERNEL_KEYS = frozenset({"layer_impl", "conv_impl"})
+
+
+def _without_kernel_keys(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _without_kernel_keys(v) for k, v in tree.items() if k not in KERNEL_KEYS}
+    return tree
+
+
 def config_hash(section: Any) -> str:
-    """SHA-256 (hex, first 16 digits) of the canonical JSON of ``section``."""
-    text = json.dumps(to_json(section), sort_keys=True, separators=(",", ":"))
+    """SHA-256 (hex, first 16 digits) of the canonical JSON of ``section`` without its
+    :data:`KERNEL_KEYS`."""
+    text = json.dumps(_without_kernel_keys(to_json(section)), sort_keys=True,
+                      separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -49,10 +63,11 @@ ADDED_KEYS: dict[str, Any] = {
 
 
 def changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """Dotted paths where two JSON trees differ (e.g. ``["flat.num_epochs"]``); a key the
-    saved tree lacks counts as its :data:`ADDED_KEYS` value (None for any other key)."""
+    """Dotted paths where two JSON trees differ (e.g. ``["flat.num_epochs"]``), ignoring
+    :data:`KERNEL_KEYS`; a key the saved tree lacks counts as its :data:`ADDED_KEYS` value
+    (None for any other key)."""
     if isinstance(saved, dict) and isinstance(current, dict):
-        return [key for k in sorted(set(saved) | set(current))
+        return [key for k in sorted((set(saved) | set(current)) - KERNEL_KEYS)
                 for key in changed_keys(saved.get(k, ADDED_KEYS.get(k)), current.get(k),
                                         f"{prefix}{k}.")]
     return [] if saved == current else [prefix.rstrip(".") or "(everything)"]

@@ -450,6 +450,9 @@ MONITOR_SEED = 4321  # fixed latents for the fakes of the overfitting monitor
 # (not the fit) reads.
 PRESENTATION_KEYS = ("log_every", "checkpoint_every", "sample_every", "grid_columns",
                      "keep_checkpoints", "overfit_every", "overfit_per_class", "baseline", "eval")
+# ... and num_steps: constant learning rates and batches drawn per step make a longer run the
+# continuation of a shorter one (a finished run resumes with a larger --config.num_steps).
+RESUMABLE_KEYS = PRESENTATION_KEYS + ("num_steps",)
 
 
 def build_gan(config: ml_collections.ConfigDict, axis_name: str | None = None) -> Gan:
@@ -523,7 +526,7 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
         step=parallel.compile_step(gan.train_step, placement, num_consts=1),
         consts=(placement.replicate(batches.images),), batch=batches.batch,
         periodic=tuple(periodic),
-        describe=lambda step, state: learning_rates(state), guard_ignores=PRESENTATION_KEYS)
+        describe=lambda step, state: learning_rates(state), guard_ignores=RESUMABLE_KEYS)
     result = loop.run(task, workdir, placement, loop.Schedule(
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, max_rollbacks=config.max_rollbacks,

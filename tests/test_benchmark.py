@@ -39,6 +39,22 @@ def test_measurements_rows_and_tables():
     assert "| compact | 4 | fer-jax | jit x" in benchmark.comparison_table(results)
 
 
+def test_profile_splits_a_step_into_convolutions_and_the_rest():
+    row = benchmark.measure("compact", "jit", 4, steps=1, profile=True)
+    by_op = row["step_ms_by_op"]
+    assert by_op["ffi_call"] > 0              # the oneDNN convolutions, traced
+    assert all(ms > 0 for ms in by_op.values()) and list(by_op.values()) == sorted(
+        by_op.values(), reverse=True)
+    assert benchmark.json_rows([row])[0]["step_ms_by_op"] == by_op
+    # Closed form: 10 ms of convolutions, 5 of the rest; torch.compile steps 4 images at
+    # 100 img/s = 40 ms, so removing everything but the convolutions would give at most 4x.
+    rows = [{"model": "m", "batch": 4, "framework": "fer-jax",
+             "step_ms_by_op": {"ffi_call": 6.0, "conv_general_dilated": 4.0, "dot": 5.0}},
+            {"model": "m", "batch": 4, "framework": "torch-compile", "train_images_per_s": 100.0}]
+    assert "| m | 4 | fer-jax | 15.0 | 10.0 | 5.0 | 67% | 4.00x | dot 5.0 |" in (
+        benchmark.profile_table(rows))
+
+
 def test_conv_layers_are_read_from_the_model_in_order():
     layers = benchmark.conv_layers("seed_cnn", 2)
     # The seed project's Keras network: VALID 3x3 convs 32-64 | 128-128 | 256-256, pooled

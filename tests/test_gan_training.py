@@ -181,6 +181,17 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(trained, tiny_data,
             == [r.get("d_loss", r.get("d_overfit")) for r in expected])
 
 
+@pytest.mark.slow
+def test_a_finished_run_extended_to_more_steps_equals_the_longer_run(trained, tiny_data,
+                                                                      tmp_path):
+    reference, _ = trained
+    workdir = tmp_path / "extended"
+    assert train.train_gan(tiny_config(num_steps=4), workdir, data=tiny_data)["runs"]["cgan"]["steps"] == 4
+    summary = train.train_gan(tiny_config(), workdir, data=tiny_data)["runs"]["cgan"]
+    assert summary["steps"] == 6
+    assert_trees_equal(restore(workdir).state, restore(reference).state)
+
+
 def test_a_rollback_halves_both_gan_learning_rates():
     state = train.build_gan(tiny_config()).init_state(0)
     base = tiny_config().cgan

@@ -49,3 +49,14 @@ def test_a_key_added_later_matches_old_records_only_at_its_legacy_value(tmp_path
     run_guard.check(tmp_path, legacy)
     legacy.data.synthetic_balance = "equal"
     assert run_guard.differences(tmp_path, legacy) == ["data.synthetic_balance"]
+
+
+def test_kernel_choice_is_not_part_of_a_runs_identity(tmp_path):
+    run_guard.check(tmp_path, section(layer_impl="fast", cgan={"conv_impl": "xla", "lr": 1}))
+    switched = section(layer_impl="onednn", cgan={"conv_impl": "onednn", "lr": 1})
+    run_guard.check(tmp_path, switched)   # resumes: same variables, same results within rounding
+    assert run_guard.config_hash(switched) == run_guard.config_hash(
+        section(cgan={"lr": 1}))
+    switched.cgan.lr = 2
+    assert run_guard.differences(tmp_path, switched) == ["cgan.lr"]
+    assert run_guard.recorded(tmp_path)["config"]["layer_impl"] == "fast"  # still recorded
