@@ -199,8 +199,7 @@ def run(task: Task, workdir: str | pathlib.Path, placement: parallel.Placement,
     ``state``. Raises :class:`DivergedError` after ``schedule.max_rollbacks`` rollbacks.
     """
     workdir = pathlib.Path(workdir)
-    guarded = {k: v for k, v in task.config.items() if k not in task.guard_ignores}
-    run_guard.check(workdir, guarded, what="run")
+    run_guard.check(workdir, task.config, ignore=task.guard_ignores, what="run")
     with checkpoint.Checkpointer(workdir, max_to_keep=schedule.keep_checkpoints,
                                  best_metric=task.best_metric) as ckpt, \
             RunLog(workdir, ckpt.latest_step() or 0) as log, StopSignal() as stop:

@@ -100,24 +100,32 @@ def record(directory: str | os.PathLike, section: Any) -> None:
     write_json(directory / FILE_NAME, {"hash": config_hash(section), "config": to_json(section)})
 
 
-def differences(directory: str | os.PathLike, section: Any) -> list[str]:
+def differences(directory: str | os.PathLike, section: Any,
+                ignore: tuple[str, ...] = ()) -> list[str]:
     """Changed keys between the section recorded in ``directory`` and ``section`` (empty when
     nothing is recorded or nothing changed; a key added since with the value None, e.g. a new
-    schema key left unset, or with its :data:`ADDED_KEYS` value changes nothing)."""
+    schema key left unset, or with its :data:`ADDED_KEYS` value changes nothing). Top-level
+    keys in ``ignore`` are left out of both, whether or not the record has them."""
     saved = recorded(directory)
-    if saved is None or saved["hash"] == config_hash(section):
+    current = _without(to_json(section), ignore)
+    if saved is None or saved["hash"] == config_hash(current):
         return []
-    return changed_keys(saved["config"], to_json(section))
+    return changed_keys(_without(saved["config"], ignore), current)
 
 
-def check(directory: str | os.PathLike, section: Any, *, what: str = "run",
-          remedy: str = "use another --workdir or the original config") -> None:
-    """Records ``section`` in ``directory`` on a first run; refuses (FerError naming the
-    changed keys) when ``directory`` holds outputs of a different section."""
-    changed = differences(directory, section)
+def _without(tree: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in tree.items() if k not in keys}
+
+
+def check(directory: str | os.PathLike, section: Any, *, ignore: tuple[str, ...] = (),
+          what: str = "run", remedy: str = "use another --workdir or the original config") -> None:
+    """Records ``section`` (less its top-level keys in ``ignore``) in ``directory`` on a first
+    run; refuses (FerError naming the changed keys) when ``directory`` holds outputs of a
+    different section. ``ignore``: keys that may change between reruns."""
+    changed = differences(directory, section, ignore)
     if changed:
         more = f" (+{len(changed) - 6} more)" if len(changed) > 6 else ""
         raise FerError(f"{directory}: this {what} was made with another config (changed: "
                        f"{', '.join(changed[:6])}{more}); {remedy}")
     if recorded(directory) is None:
-        record(directory, section)
+        record(directory, _without(to_json(section), ignore))

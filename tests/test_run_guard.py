@@ -60,3 +60,14 @@ def test_kernel_choice_is_not_part_of_a_runs_identity(tmp_path):
     switched.cgan.lr = 2
     assert run_guard.differences(tmp_path, switched) == ["cgan.lr"]
     assert run_guard.recorded(tmp_path)["config"]["layer_impl"] == "fast"  # still recorded
+
+
+def test_ignored_keys_may_change_even_where_the_record_has_them(tmp_path):
+    run_guard.check(tmp_path, section(num_steps=10))   # recorded before num_steps was ignored
+    run_guard.check(tmp_path, section(num_steps=20), ignore=("num_steps",))
+    with pytest.raises(FerError, match=r"changed: num_steps\)"):
+        run_guard.check(tmp_path, section(num_steps=20))
+    fresh = tmp_path / "fresh"
+    run_guard.check(fresh, section(num_steps=10), ignore=("num_steps",))
+    assert "num_steps" not in run_guard.recorded(fresh)["config"]
+    assert run_guard.differences(fresh, section(lr=0.2), ignore=("num_steps",)) == ["lr"]
