@@ -189,6 +189,10 @@ def measure(model_name: str, mode: str, batch: int, steps: int,
             host, {"indices": np.arange(batch, dtype=np.int32)}, key, pool, labels)
         train_flops = _flops(lowered.compile())
     infer_flops = _flops(compiled_forward)
+    if config.layer_impl == "onednn":  # custom calls, which XLA's cost analysis counts as 0
+        forward, training = conv_flops(model_name, batch)
+        train_flops = train_flops and train_flops + training
+        infer_flops = infer_flops and infer_flops + forward
     memory = jax.devices()[0].memory_stats() or {}
     return {
         "model": model_name, "framework": framework, "layer_impl": config.layer_impl,
@@ -310,6 +314,28 @@ def conv_layers(model_name: str, batch: int) -> list[dict]:
                 yield from walk(sub)
 
     return list(walk(jaxpr.jaxpr))
+
+
+def layer_flops(layer: dict) -> int:
+    """Forward FLOPs of one :func:`conv_layers` convolution, counted as XLA's cost analysis
+    does: 2 per multiply-add of a kernel tap inside the image (taps on padding excluded)."""
+
+    def taps(size: int, kernel: int, low: int, high: int) -> int:
+        """Kernel taps inside the input, summed over the output positions of one axis."""
+        return sum(min(kernel, size + low - out) - max(0, low - out)
+                   for out in range(size + low + high - kernel + 1))
+
+    (n, h, w, _), (kh, kw, cin, cout) = layer["input"], layer["kernel"]
+    (top, bottom), (left, right) = layer["padding"]
+    return 2 * n * taps(h, kh, top, bottom) * taps(w, kw, left, right) * cin * cout
+
+
+def conv_flops(model_name: str, batch: int) -> tuple[int, int]:
+    """FLOPs of ``model_name``'s convolutions on a ``batch`` (:func:`layer_flops`): forward,
+    and a training step's (forward, weight gradient, and input gradient except the first
+    layer's)."""
+    forward = [layer_flops(layer) for layer in conv_layers(model_name, batch)]
+    return sum(forward), 3 * sum(forward) - forward[0]
 
 
 def _layer_name(layer: dict) -> str:

@@ -27,6 +27,10 @@ def test_measurements_rows_and_tables():
     results = [benchmark.measure("compact", "jit", 4, steps=1),
                benchmark.measure("compact", "jit", 4, steps=1, framework="fer-jax-xla-conv")]
     assert [r["layer_impl"] for r in results] == ["onednn", "fast"]
+    # FLOPs per image agree whether the convolutions are XLA's or oneDNN's custom calls
+    # (which XLA's cost analysis does not count; conv_flops adds them, counted as XLA does).
+    assert results[0]["infer_mflop_per_image"] == pytest.approx(
+        results[1]["infer_mflop_per_image"], rel=1e-6)
     if HAS_TORCH:
         results.append(benchmark.measure_torch("compact", 4, steps=1, compiled=False))
     rows = benchmark.json_rows(results)
@@ -65,6 +69,19 @@ def test_conv_layers_are_read_from_the_model_in_order():
     assert all(layer["padding"] == [[0, 0], [0, 0]] for layer in layers)
     assert [layer["padding"] for layer in benchmark.conv_layers("compact", 2)] == [
         [[1, 1], [1, 1]]] * 7
+
+
+def test_conv_flops_closed_form():
+    # 2 images, 3 x 3 x 1 -> 16, 2 FLOPs per multiply-add. VALID on 48 x 48: 46 outputs x 3
+    # taps per axis; SAME: 48 outputs x 3 taps less the 2 on the padding = 142 per axis.
+    valid = {"input": [2, 48, 48, 1], "kernel": [3, 3, 1, 16], "padding": [[0, 0], [0, 0]]}
+    same = {**valid, "padding": [[1, 1], [1, 1]]}
+    assert benchmark.layer_flops(valid) == 2 * 2 * (46 * 3) ** 2 * 16
+    assert benchmark.layer_flops(same) == 2 * 2 * 142 ** 2 * 16
+    layers = benchmark.conv_layers("seed_cnn", 2)
+    forward, training = benchmark.conv_flops("seed_cnn", 2)
+    assert forward == sum(map(benchmark.layer_flops, layers))
+    assert training == 3 * forward - benchmark.layer_flops(layers[0])  # no first-layer dx
 
 
 def test_layer_timings_rows_and_table(tmp_path):
