@@ -22,7 +22,7 @@ import pathlib
 
 import ml_collections
 
-from fer_jax import inference, plots
+from fer_jax import inference, plots, run_guard
 from fer_jax.checkpoint import has_checkpoint
 from fer_jax.data import load_from_config
 from fer_jax.data.dataset import FerData
@@ -40,6 +40,16 @@ def classifier_config(name: str, overrides) -> ml_collections.ConfigDict:
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
     config.update(dict(overrides))
     return config
+
+
+def cas_dir(workdir: pathlib.Path, steps: int, samples_per_class: int, seed: int,
+            cas_config: ml_collections.ConfigDict) -> pathlib.Path:
+    """Where the CAS classifiers of a generator trained ``steps`` steps train: one directory
+    per generator step, sample count, seed and classifier config, so a run resumed to more
+    steps or a changed CAS setting trains afresh instead of reusing (or refusing) an older
+    CAS."""
+    return workdir / "cas" / (f"step{steps}_{samples_per_class}perclass_seed{seed}_"
+                              f"{run_guard.config_hash(cas_config)[:8]}")
 
 
 def stop_if_interrupted(what: str, signal: int | None) -> None:
@@ -188,10 +198,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
               "training": {name: summary for name, (_, summary) in runs.items()},
               "evaluation": reports}
     if eval_config.cas and config.model == "cgan":
+        cas_config = classifier_config(eval_config.cas_config, eval_config.cas_overrides)
         result["cas"] = metrics.classification_accuracy_score(
-            faces["cgan"][0], data,
-            classifier_config(eval_config.cas_config, eval_config.cas_overrides),
-            workdir / "cas_classifier",
+            faces["cgan"][0], data, cas_config,
+            cas_dir(workdir, runs["cgan"][1]["runs"]["cgan"]["steps"],
+                    eval_config.cas_samples_per_class,
+                    config.seed, cas_config),
             samples_per_class=eval_config.cas_samples_per_class, seed=config.seed)
         stop_if_interrupted("CAS classifier training", result["cas"]["interrupted"])
     for name, (generators, sets, report) in faces.items():

@@ -265,11 +265,25 @@ def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, t
     assert cgan_eval["overall"]["cas"] == result["cas"]["cas"]
     assert cgan_eval["overall"]["cas_real_reference"] == result["cas"]["real_reference"]["cas"]
     # Both CAS classifiers saw 10 faces of each class for 1 epoch: the same number of steps.
+    (cas_run,) = (workdir / "cas").iterdir()
+    assert cas_run.name.startswith("step2_10perclass_seed0_")
     generated_run, real_run = (runtime.read_history(run)[-1]["step"] for run in (
-        workdir / "cas_classifier", workdir / "cas_classifier" / "real_reference"))
+        cas_run, cas_run / "real_reference"))
     assert generated_run == real_run > 0
     assert all(0 <= values["cas"] <= 1 for values in cgan_eval["per_class"].values())
     assert (workdir / "dcgan_baseline" / quality.GAN_EVAL).is_file()
+
+
+def test_each_generator_step_and_cas_setting_has_its_own_cas_directory(tmp_path):
+    config = experiment.classifier_config("smoke", {"num_epochs": 1})
+    first = experiment.cas_dir(tmp_path, 12000, 1000, 0, config)
+    assert first == experiment.cas_dir(tmp_path, 12000, 1000, 0, config.copy_and_resolve_references())
+    others = [experiment.cas_dir(tmp_path, 24000, 1000, 0, config),      # extended run
+              experiment.cas_dir(tmp_path, 12000, 500, 0, config),       # fewer faces
+              experiment.cas_dir(tmp_path, 12000, 1000, 1, config),      # another seed
+              experiment.cas_dir(tmp_path, 12000, 1000, 0,
+                                 experiment.classifier_config("smoke", {"num_epochs": 2}))]
+    assert len({first, *others}) == 5 and all(d.parent == tmp_path / "cas" for d in others)
 
 
 @pytest.mark.slow
