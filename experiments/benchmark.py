@@ -79,11 +79,20 @@ def gemm_gflops(size: int = 1024, repeats: int = 10) -> float:
     return 2 * size ** 3 / best / 1e9
 
 
-def _flops(compiled) -> float | None:
+def _flops(compiled, model_name: str, batch: int, training: bool) -> float | None:
+    """XLA's cost analysis of ``compiled``, plus :func:`conv_flops` where the program calls
+    oneDNN's convolutions (custom calls, which the analysis counts as 0)."""
+    from fer_jax import onednn_conv
+
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None
-    return float(analysis["flops"]) if analysis and "flops" in analysis else None
+    if not analysis or "flops" not in analysis:
+        return None
+    flops = float(analysis["flops"])
+    if onednn_conv.TARGETS["forward"] in compiled.as_text():
+        flops += conv_flops(model_name, batch)[training]
+    return flops
 
 
 def _timed(fn, steps: int) -> tuple[float, float]:
@@ -187,12 +196,8 @@ def measure(model_name: str, mode: str, batch: int, steps: int,
     if mode == "jit" and placement.num_devices == 1:
         lowered = jax.jit(make_step(axis_name=None)).lower(
             host, {"indices": np.arange(batch, dtype=np.int32)}, key, pool, labels)
-        train_flops = _flops(lowered.compile())
-    infer_flops = _flops(compiled_forward)
-    if config.layer_impl == "onednn":  # custom calls, which XLA's cost analysis counts as 0
-        forward, training = conv_flops(model_name, batch)
-        train_flops = train_flops and train_flops + training
-        infer_flops = infer_flops and infer_flops + forward
+        train_flops = _flops(lowered.compile(), model_name, batch, training=True)
+    infer_flops = _flops(compiled_forward, model_name, batch, training=False)
     memory = jax.devices()[0].memory_stats() or {}
     return {
         "model": model_name, "framework": framework, "layer_impl": config.layer_impl,
