@@ -335,6 +335,7 @@ def layer_flops(layer: dict) -> int:
     return 2 * n * taps(h, kh, top, bottom) * taps(w, kw, left, right) * cin * cout
 
 
+@functools.lru_cache
 def conv_flops(model_name: str, batch: int) -> tuple[int, int]:
     """FLOPs of ``model_name``'s convolutions on a ``batch`` (:func:`layer_flops`): forward,
     and a training step's (forward, weight gradient, and input gradient except the first
@@ -494,10 +495,14 @@ def markdown_table(results: list[dict], gemm: float) -> str:
     return "\n".join(lines)
 
 
+def _torch_compile_rows(results: list[dict]) -> dict[tuple[str, int], dict]:
+    """The torch.compile row of each (model, batch): what the ratios divide by."""
+    return {(r["model"], r["batch"]): r for r in results if r["framework"] == "torch-compile"}
+
+
 def comparison_table(results: list[dict]) -> str:
     """Every row's images/s and its ratio to torch.compile's for the same model and batch."""
-    compiled = {(r["model"], r["batch"]): r for r in results
-                if r["framework"] == "torch-compile"}
+    compiled = _torch_compile_rows(results)
     lines = [("| model | batch | framework | mode x devices | params | train img/s | "
               "infer img/s | train / torch.compile | infer / torch.compile | "
               "train img/CPU-s | train / torch.compile (CPU time) |"),
@@ -517,8 +522,7 @@ def comparison_table(results: list[dict]) -> str:
 def profile_table(results: list[dict]) -> str:
     """``--profile``: each traced fer-jax step split into convolutions and the rest, and the
     ceiling its convolution time sets on the ratio to torch.compile's step time."""
-    compiled = {(r["model"], r["batch"]): r for r in results
-                if r["framework"] == "torch-compile"}
+    compiled = _torch_compile_rows(results)
     lines = [("| model | batch | framework | traced step ms | convolutions ms | other ms | "
               "convolution share | ceiling vs torch.compile | largest other kinds (ms) |"),
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]

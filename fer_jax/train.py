@@ -380,8 +380,7 @@ def _write_members(workdir: pathlib.Path, members, states, steps_per_epoch: int)
     for member, state in zip(members, states, strict=True):
         directory = workdir / "members" / f"seed{member.seed}"
         section = json.loads(member.to_json_best_effort())
-        run_guard.check(directory, {k: v for k, v in section.items()
-                                    if k not in PRESENTATION_KEYS})
+        run_guard.check(directory, section, ignore=PRESENTATION_KEYS)
         with checkpoint.Checkpointer(directory, best_metric=None) as ckpt:
             ckpt.save(int(state.step), state, meta={"steps_per_epoch": steps_per_epoch},
                       config=section)
