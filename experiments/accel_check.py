@@ -2,7 +2,7 @@
 
     python -m experiments.accel_check --prepare [--data ZIP]   # here: .carry/, sizes, command
     python -m experiments.accel_check --data .carry/fer2013_images.zip --out "$OUT"  # there
-    python -m experiments.accel_check --dry-run [--out DIR]    # here: same path, tiny budgets
+    python -m experiments.accel_check --dry-run [--out DIR]    # here: same path, tiny runs
 
 The run writes ``results.json`` (what finished, per part), ``check.log`` and figures under
 ``--out`` (default ``$OUT``, else a new temporary folder). ``--parts`` runs some parts only.

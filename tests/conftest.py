@@ -3,7 +3,8 @@ imported anywhere) so jit-vs-pmap parity and multi-device code are tested on thi
 the parsed-data cache ($FER_JAX_CACHE) is a temporary folder, never the user's ~/.cache/fer_jax.
 Compiled programs go to a persistent compilation cache in a temporary folder for the session
 (subprocesses inherit it): the suite's runs, stages and subprocesses compile the same small
-models again and again (the dose study end to end: 262 -> 177 s on one core).
+models again and again (the dose study end to end: 262 -> 177 s on one core). Each pytest-xdist
+worker (pyproject's ``-n auto``) makes its own folders: JAX's cache writes are not atomic.
 
 Real-data tests read the FER-2013 zip named by $FER_JAX_DATA, else
 ``<checkout>/../shared/data/fer2013/fer2013_images.zip``, and skip (saying where they looked)
