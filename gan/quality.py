@@ -25,7 +25,7 @@ import numpy as np
 from fer_jax import run_guard
 from fer_jax.classes import EMOTION_INDEX, EMOTIONS
 from fer_jax.errors import FerError
-from fer_jax.stats import CONFIDENCE, percentile_interval
+from fer_jax.stats import CONFIDENCE, bootstrap_weights, percentile_interval
 
 CHUNK = 512  # query rows per distance block
 QUANTILES = (0.01, 0.05, 0.25, 0.5)
@@ -176,15 +176,22 @@ def label_sensitivity(classify: Callable[[np.ndarray], np.ndarray],
     ``classes``; ``classify(images)`` gives canonical labels (an independent classifier).
 
     ``{"per_class": {class: share judged as asked}, "overall": their mean, "every_label":
-    share of latents whose faces are judged as asked for every label, "latents", "seed"}``.
+    share of latents whose faces are judged as asked for every label, "per_class_ci",
+    "overall_ci": 95% percentile bootstrap intervals over latents (a latent's faces under the
+    different labels are not independent, so latents are the resampled unit), "latents",
+    "seed"}``.
     """
     asked = np.array([EMOTION_INDEX[name] for name in classes])
     judged = np.stack([np.asarray(classify(generate(np.full(latents_per_class, label, np.int32),
                                                     seed)))
                        for label in asked])
     hits = judged == asked[:, None]
+    resampled = bootstrap_weights(latents_per_class, seed=seed) @ hits.T / latents_per_class
     return {"per_class": {name: float(row.mean()) for name, row in zip(classes, hits)},
             "overall": float(hits.mean()), "every_label": float(hits.all(axis=0).mean()),
+            "per_class_ci": {name: percentile_interval(column)
+                             for name, column in zip(classes, resampled.T)},
+            "overall_ci": percentile_interval(resampled.mean(axis=1)),
             "latents": latents_per_class, "seed": seed}
 
 
@@ -275,11 +282,13 @@ def gan_eval_json(workdir, quality: dict, sensitivity: dict, *, fer_metrics: dic
     reference = cas.get("real_reference", {})
     per_class = {name: {**values, **fer_metrics["per_class"].get(name, {}),
                         "label_sensitivity": sensitivity["per_class"].get(name),
+                        "label_sensitivity_ci": sensitivity["per_class_ci"].get(name),
                         "cas": cas.get("cas_recall", {}).get(name),
                         "cas_real_reference": reference.get("cas_recall", {}).get(name)}
                  for name, values in quality["per_class"].items()}
     overall = {**quality["overall"], **fer_metrics["overall"],
                "label_sensitivity": sensitivity["overall"],
+               "label_sensitivity_ci": sensitivity["overall_ci"],
                "label_sensitivity_every_label": sensitivity["every_label"],
                "cas": cas.get("cas"), "cas_macro_f1": cas.get("cas_macro_f1"),
                "cas_real_reference": reference.get("cas"),

@@ -134,6 +134,10 @@ def test_label_sensitivity_counts_the_faces_judged_as_asked():
     assert result["per_class"] == {"angry": 1.0, "disgust": 0.5, "happy": 1.0}
     assert result["overall"] == pytest.approx(2.5 / 3)
     assert result["every_label"] == 0.5
+    # a latent's share is 1 (even) or 2/3 (odd): the interval lies between, around the mean
+    low, high = result["overall_ci"]
+    assert 2 / 3 <= low < 2.5 / 3 < high <= 1
+    assert result["per_class_ci"]["angry"] == [1.0, 1.0]
 
 
 def test_label_sensitivity_of_a_generator_that_ignores_the_label():
@@ -144,6 +148,22 @@ def test_label_sensitivity_of_a_generator_that_ignores_the_label():
                                        seed=0)
     assert result["per_class"] == pytest.approx({name: 1 / 3 for name in CLASSES})
     assert result["every_label"] == 0.0
+    # every latent is judged as asked for exactly one label of three: no spread over latents
+    assert result["overall_ci"] == pytest.approx([1 / 3, 1 / 3])
+
+
+def test_label_sensitivity_interval_has_the_binomial_width_over_latents():
+    # each latent is judged as asked for all labels or for none (half of them): the overall
+    # share is a mean of 400 coin flips, standard error sqrt(0.25 / 400) = 0.025
+    def classify(faces):
+        latent, label = faces[:, 0], faces[:, 1]
+        return np.where(latent % 2 == 0, label, EMOTION_INDEX["neutral"])
+
+    result = quality.label_sensitivity(classify, _faces_of, CLASSES, latents_per_class=400,
+                                       seed=0)
+    low, high = result["overall_ci"]
+    assert result["overall"] == 0.5 and low < 0.5 < high
+    assert high - low == pytest.approx(2 * 1.96 * 0.025, rel=0.2)
 
 
 # ----------------------------------------------------------------------------- D overfitting
@@ -184,7 +204,8 @@ def test_gan_eval_json_merges_quality_sensitivity_and_gan_metrics(tmp_path):
     assert report["per_class"]["disgust"]["memorization"]["closest"][0]["distance"] == 0.0
     assert report["overall"]["kid"]["subset_size"] == 12
     sensitivity = {"per_class": {"disgust": 0.5, "happy": 0.9}, "overall": 0.7,
-                   "every_label": 0.4, "latents": 10, "seed": 0}
+                   "every_label": 0.4, "per_class_ci": {"disgust": [0.2, 0.8], "happy": [0.7, 1]},
+                   "overall_ci": [0.5, 0.85], "latents": 10, "seed": 0}
     fer_metrics = {"classifier": "judge", "seed": 3,
                    "per_class": {"disgust": {"fid": 9.0, "recognizability": 0.6}},
                    "overall": {"fid": 7.0, "recognizability": 0.7}}
@@ -201,6 +222,8 @@ def test_gan_eval_json_merges_quality_sensitivity_and_gan_metrics(tmp_path):
     assert (disgust["fid"], disgust["label_sensitivity"], disgust["cas"]) == (9.0, 0.5, 0.2)
     assert "fid" not in written["per_class"]["happy"]
     assert written["overall"]["cas"] == 0.4 and written["overall"]["label_sensitivity"] == 0.7
+    assert (written["overall"]["label_sensitivity_ci"], disgust["label_sensitivity_ci"]) == (
+        [0.5, 0.85], [0.2, 0.8])
     assert (written["overall"]["cas_real_reference"], disgust["cas_real_reference"]) == (0.45, 0.25)
 
 
