@@ -251,7 +251,7 @@ def test_train_gan_cli_trains_baseline_and_reports_every_truncation(tiny_data, t
         "--config.eval.classifier_overrides.num_epochs=1",
         "--config.eval.cas_overrides.num_epochs=1",
         "--config.eval.samples_per_class=10", "--config.eval.cas_samples_per_class=10",
-        "--config.eval.truncations=(0.0, 1.0)"]) == 0
+        "--config.eval.sensitivity_latents=10", "--config.eval.truncations=(0.0, 1.0)"]) == 0
     result = json.loads((workdir / "gan_metrics.json").read_text())
     assert set(result["evaluation"]) == {"cgan", "cgan trunc 1", "dcgan", "dcgan trunc 1"}
     assert result["evaluation"]["cgan trunc 1"]["truncation"] == 1.0
@@ -488,13 +488,12 @@ def test_the_auxiliary_terms_add_their_weighted_cross_entropy_to_both_losses(tin
         gan = train.build_gan(config)
         state = gan.init_state(0)
 
-        @jax.jit
-        def losses(state):
+        def losses(state, gan=gan):
             _, d_metrics = gan.d_step(state, real, labels, keys[:, :3])
             _, g_metrics = gan.g_step(state, labels, keys[:, 3:])
             return {**d_metrics, **g_metrics}
 
-        measured[weight] = losses(state)
+        measured[weight] = jax.jit(losses)(state)
     none, weighted = measured[0.0], measured[2.5]
     assert "d_aux" not in none and "g_aux" not in none
     for player in ("d", "g"):
