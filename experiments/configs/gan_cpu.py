@@ -20,7 +20,8 @@ cGAN 1.55x faster per CPU-second (2.8 vs 1.8 it/CPU-s on one core, measured 2026
 (``--config.num_steps=24000``; ~3.4 it/s on both cores with oneDNN's): CAS 52.9% with the
 ``cpu.py`` classifier (``--config.eval.cas_config=cpu '--config.eval.cas_overrides={}'``; real
 reference 57.3%), label sensitivity 73.5% [72.4, 74.5] (1000 latents per class); to 30000:
-CAS 54.0%, label sensitivity 75.3% [74.2, 76.3], 6 of 7 per-class KIDs within 3x (README).
+CAS 54.0%, label sensitivity 75.3% [74.2, 76.3], 6 of 7 per-class KIDs within 3x; to 42000
+(99 min on one core): CAS 54.3%, label sensitivity 77.3% [76.3, 78.2], 6 of 7 (README).
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
