@@ -23,6 +23,7 @@ def test_torch_networks_have_the_fer_jax_parameter_count(name):
     assert sum(p.numel() for p in benchmark.torch_model(name).parameters()) == count
 
 
+@pytest.mark.slow
 def test_measurements_rows_and_tables():
     results = [benchmark.measure("compact", "jit", 4, steps=1),
                benchmark.measure("compact", "jit", 4, steps=1, framework="fer-jax-xla-conv")]

@@ -350,6 +350,7 @@ def test_shared_latents_give_each_position_one_latent_whatever_the_label():
     assert not np.array_equal(disgust[0], disgust[1])  # positions have their own latents
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["cgan", "dcgan"])
 def test_onednn_convolutions_give_the_xla_networks_values_and_gradients(model):
     """conv_impl "onednn" and "xla": the same variables, outputs and gradients of G and D."""

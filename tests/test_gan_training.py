@@ -440,6 +440,7 @@ def test_overfitting_monitor_sees_no_gap_when_held_out_faces_are_the_training_fa
     assert apart["d_overfit"]["happy"]["fake"] == same["d_overfit"]["happy"]["fake"]
 
 
+@pytest.mark.slow
 def test_ada_never_lowers_the_augmentation_probability_below_its_floor(tiny_data):
     # A target above 1 is never reached (ADA's r_t is a mean of signs), so every step lowers
     # p by ada_speed: 0.3 -> 0.2 -> 0.15 (the floor) -> 0.15.

@@ -61,6 +61,7 @@ def test_two_tier_head_needs_a_two_tier_setting():
     assert models.hierarchy_of(None, "tier1_seven") is None
 
 
+@pytest.mark.slow
 def test_joint_model_warm_starts_from_a_flat_checkpoint(tiny_data, tmp_path):
     source = tmp_path / "flat"
     train.train_and_evaluate(tiny_config(num_epochs=1), source, data=tiny_data)

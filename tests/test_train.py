@@ -73,6 +73,7 @@ def max_relative_update_error(got, want, before) -> float:
 UPDATE_TOLERANCE = 1e-3
 
 
+@pytest.mark.slow
 def test_two_device_steps_equal_full_batch_steps_with_augmentation_and_dropout(tiny_data):
     assert jax.device_count() == 2, "conftest forces two host devices"
     # Flax's BatchNorm and max-pool: their float32 error is that of pairwise reductions. The

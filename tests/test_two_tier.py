@@ -104,6 +104,7 @@ def trained(tmp_path_factory, tiny_data):
     return workdir, summaries
 
 
+@pytest.mark.slow
 def test_train_two_tier_writes_one_loadable_checkpoint_directory(trained, tiny_data):
     workdir, summaries = trained
     assert set(summaries) == {"tier1", "negative", "positive"}
@@ -132,6 +133,7 @@ def test_train_two_tier_writes_one_loadable_checkpoint_directory(trained, tiny_d
                                      for name in ("tier1", "negative", "positive")))
 
 
+@pytest.mark.slow
 def test_two_tier_evaluates_like_a_flat_model(trained, tiny_data):
     from fer_jax.evaluation import evaluate
 
@@ -148,6 +150,7 @@ def test_two_tier_evaluates_like_a_flat_model(trained, tiny_data):
     assert tier1["classes"] == ["negative", "positive"] and tier1["n"] == report["n"]
 
 
+@pytest.mark.slow
 def test_loading_rejects_missing_or_mismatched_checkpoints(trained, tmp_path):
     workdir, _ = trained
     with pytest.raises(FerCheckpointError, match="no two-tier manifest"):
@@ -168,6 +171,7 @@ def test_loading_rejects_missing_or_mismatched_checkpoints(trained, tmp_path):
         inference.load(workdir / "tier1", routing="soft")
 
 
+@pytest.mark.slow
 def test_evaluate_and_calibrate_commands_accept_a_two_tier_directory(trained, tiny_csv, tmp_path,
                                                                       monkeypatch):
     from experiments import calibrate, evaluate
