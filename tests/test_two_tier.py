@@ -85,7 +85,8 @@ def test_restrict_drops_disgust_and_renormalises():
 # ----------------------------------------------------------------------------- trained model
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_data):
-    """A two-tier model of the 6-class setting with hard routing, members trained 1 epoch."""
+    """A two-tier model of the 6-class setting with hard routing, members trained 1 epoch
+    (three trainings: every test that uses it is in the slow tier)."""
     from experiments.configs import pipeline_base
     from studies.pipeline import train_two_tier
 
