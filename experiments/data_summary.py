@@ -1,4 +1,5 @@
-"""Counts per split and class of a FER-2013 source (or of the synthetic default).
+"""Counts per split and class of a FER-2013 source (or of the synthetic default), and its
+exact copies (val faces that are training faces, repeats within train).
 
     python -m experiments.data_summary [--data PATH] [--json] [--no-cache] [--skip-bad]
 """
@@ -12,6 +13,7 @@ import sys
 from experiments.cli import add_data_argument, run_main
 from fer_jax.classes import EMOTIONS
 from fer_jax.data import SPLITS, FerData, load
+from fer_jax.data.duplicates import duplicate_report, format_duplicate_report
 
 SKIPPED_SHOWN = 5
 SYNTHETIC_NOTE = ("SYNTHETIC DEFAULT DATA: procedural faces, NOT FER-2013 "
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(data))
     if note := missing_splits_note(data):
         print(note)
+    if data.has("train"):
+        print(format_duplicate_report(duplicate_report(data)))
     print(format_skipped(data))
     return 0
 

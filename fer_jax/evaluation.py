@@ -16,6 +16,7 @@ import numpy as np
 
 from fer_jax import calibration, classes, metrics, provenance, stats, two_tier
 from fer_jax.data.dataset import FerData, Split
+from fer_jax.data.duplicates import copies_of
 from fer_jax.errors import FerError
 from fer_jax.inference import Classifier
 
@@ -82,6 +83,22 @@ def evaluate(classifier: Classifier, split: Split, grouping: classes.Grouping, *
     return report
 
 
+def unseen_scores(classifier: Classifier, split: Split, train: Split,
+                  grouping: classes.Grouping, *, tta: bool = False, offsets=None) -> dict:
+    """Accuracy and macro-F1 of ``classifier`` on the images of ``split`` that are not exact
+    copies of ``train`` images (FER-2013's PublicTest repeats 280 training faces):
+    ``{"left_out", "accuracy", "macro_f1", "recall": {class: recall}}`` (None when every image
+    is a copy)."""
+    copies = copies_of(split, train)
+    scores = {"left_out": int(copies.sum()), "accuracy": None, "macro_f1": None, "recall": None}
+    if not copies.all():
+        report = evaluate(classifier, split.take(np.flatnonzero(~copies)), grouping, tta=tta,
+                          offsets=offsets)
+        scores |= {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
+                   "recall": {name: row["recall"] for name, row in report["per_class"].items()}}
+    return scores
+
+
 def evaluation_json(classifier: Classifier, data: FerData, split: str,
                     grouping: classes.Grouping, *, checkpoint: str, tta: bool = False,
                     calibration_path: str | None = None,
@@ -91,12 +108,16 @@ def evaluation_json(classifier: Classifier, data: FerData, split: str,
     statistics (the offsets of ``calibration_path`` applied when given), how it was scored
     (split, TTA, grouping, data, model, checkpoint, the step of each network scored) and the
     reproducibility block (:mod:`fer_jax.provenance`; ``data_path``: where ``data`` was read,
-    None for the synthetic default). On the test split, appends a record to ``workdir``'s
+    None for the synthetic default), and ``without_train_copies`` (:func:`unseen_scores`) for
+    a split other than train. On the test split, appends a record to ``workdir``'s
     test ledger."""
     start = time.perf_counter()
     offsets = load_offsets(calibration_path, grouping) if calibration_path else None
-    report = evaluate(classifier, data.split(split), grouping, tta=tta, offsets=offsets,
-                      statistics=True)
+    scored = data.split(split)
+    report = evaluate(classifier, scored, grouping, tta=tta, offsets=offsets, statistics=True)
+    if split != "train" and data.has("train"):
+        report["without_train_copies"] = unseen_scores(classifier, scored, data.split("train"),
+                                                       grouping, tta=tta, offsets=offsets)
     data_block = provenance.data_block(data_path, data)
     wall_seconds = time.perf_counter() - start
     if split == "test" and workdir is not None:

@@ -9,6 +9,10 @@ classifier when none is given, then measures every run with that classifier.
   ``memorization_pairs.png`` beside it), label sensitivity, FER-FID, recognizability and (cgan)
   CAS (:mod:`gan.quality`).
 
+"val" is the val split without its exact copies of training faces when
+``config.eval.val_without_train_copies`` (gan_metrics.json ``val_copies_left_out`` counts them
+per class); CAS is scored on the whole val split.
+
 Every generated face measured comes from the evaluation seed stream
 (:func:`gan.sample.evaluation_seed` of ``config.seed``), never from the stream that
 ``experiments.synthesize --seed config.seed`` mixes into a classifier's training.
@@ -26,6 +30,7 @@ from fer_jax import inference, plots, run_guard
 from fer_jax.checkpoint import has_checkpoint
 from fer_jax.data import load_from_config
 from fer_jax.data.dataset import FerData
+from fer_jax.data.duplicates import with_unseen_val
 from fer_jax.errors import FerCheckpointError, FerError, Interrupted
 from fer_jax.inference import Classifier
 from fer_jax.train import train_and_evaluate as train_classifier
@@ -191,10 +196,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
           f"{SYNTHETIC_NOTE if data.synthetic else data.source}", flush=True)
     runs = train_runs(config, workdir, data)
     classifier = feature_classifier(eval_config, workdir, data)
+    measured, left_out = (with_unseen_val(data) if eval_config.val_without_train_copies
+                          else (data, {}))
     reports, faces = evaluate_runs({name: run_dir for name, (run_dir, _) in runs.items()},
-                                   data, classifier, eval_config, seed=config.seed)
+                                   measured, classifier, eval_config, seed=config.seed)
     result = {"data": data.source, "synthetic_data": data.synthetic,
-              "classifier": classifier.description,
+              "val_copies_left_out": left_out, "classifier": classifier.description,
               "training": {name: summary for name, (_, summary) in runs.items()},
               "evaluation": reports}
     if eval_config.cas and config.model == "cgan":

@@ -61,6 +61,9 @@ def test_table_counts_totals_and_skipped(csv_path, capsys):
     assert f"source: {csv_path}" in out
     assert out.count("angry") == 1 and "angry            3       0       0       3" in out
     assert "total            3       1       2       6" in out
+    assert "exact copies within train: 3 images in 1 groups (0 groups with differing labels)\n" \
+        "val images that are exact copies of train images: 1 of 1 (1 labelled differently): " \
+        "happy 1/1\n" in out  # every valid row holds the same pixels
     assert "skipped records: 1" in out
     assert f"  {csv_path} [line 5]: expected 2304 pixel values, got 2305" in out
 

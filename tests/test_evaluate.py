@@ -12,6 +12,8 @@ import pytest
 from experiments import evaluate
 from fer_jax import inference, train
 from fer_jax.classes import EMOTIONS, SIX
+from fer_jax.data import Split
+from tests.conftest import write_fer2013_csv
 from tests.test_train import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -65,6 +67,28 @@ def test_evaluate_scores_the_final_checkpoint_and_names_its_step(trained, tmp_pa
     final = inference.load(workdir).step
     assert report["checkpoint"] == "latest" and report["steps"] == {"flat": final}
     assert f"step {final}" in report["model"]
+
+
+def test_val_copies_of_training_faces_are_also_scored_left_out(trained, tmp_path, tiny_data,
+                                                                monkeypatch, capsys):
+    workdir, _ = trained
+    monkeypatch.setenv("FER_JAX_CACHE", str(tmp_path / "cache"))
+    train_split, val = tiny_data.split("train"), tiny_data.split("val")
+    copied = train_split.take(np.arange(5))
+    with_copies = Split(np.concatenate([val.images, copied.images]),
+                        np.concatenate([val.labels, copied.labels]))
+    csv = write_fer2013_csv(tmp_path / "fer2013.csv", {"train": train_split, "val": with_copies})
+    report = _run(["--workdir", str(workdir), "--data", str(csv), "--split", "val"], tmp_path)
+    assert report["n"] == len(val) + 5
+    plain = write_fer2013_csv(tmp_path / "plain.csv", {"train": train_split, "val": val})
+    only_val = _run(["--workdir", str(workdir), "--data", str(plain), "--split", "val"],
+                    tmp_path)
+    assert only_val["without_train_copies"]["left_out"] == 0  # the synthetic val repeats none
+    assert report["without_train_copies"] == {
+        "left_out": 5, "accuracy": only_val["accuracy"], "macro_f1": only_val["macro_f1"],
+        "recall": {name: row["recall"] for name, row in only_val["per_class"].items()}}
+    assert (f"without the 5 val images that are exact copies of training images: accuracy "
+            f"{100 * only_val['accuracy']:.1f}%") in capsys.readouterr().out
 
 
 def test_evaluate_help_shows_every_default(capsys):

@@ -1,5 +1,6 @@
 """GAN training: steps learn, jit == pmap, exact resume, NaN rollback, sampling, FER-FID."""
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -15,12 +16,14 @@ from fer_jax import inference, loop, parallel, runtime
 from fer_jax import models as classifier_models
 from fer_jax.checkpoint import Checkpointer
 from fer_jax.classes import EMOTIONS, SEVEN
+from fer_jax.data import Split, load_from_config
 from fer_jax.data.augment import to_float
 from fer_jax.data.sampling import load_synthetic_npz
 from fer_jax.errors import FerError
 from gan import experiment, input_pipeline, metrics, quality, sample, train
 
 CLASSES = ("angry", "disgust", "happy")
+VAL_COPIES = 3  # training faces the GAN evaluation's val split repeats
 
 
 def tiny_config(**overrides):
@@ -357,9 +360,16 @@ def test_standing_statistics_follow_the_sampling_truncation(tiny_data):
 def gan_evaluation(tmp_path_factory):
     """A 2-step cgan (+ a 2-step DCGAN baseline for disgust) on the embedded synthetic default,
     evaluated by :func:`gan.experiment.train_and_evaluate` with an untrained classifier at
-    truncations 0 and 0.5 (gan_eval.json at 0.5): (workdir, result, config, the FaceSets
-    measured per (generators workdir, truncation))."""
+    truncations 0 and 0.5 (gan_eval.json at 0.5), its val split extended by copies of
+    ``VAL_COPIES`` training faces: (workdir, result, config, the FaceSets measured per
+    (generators workdir, truncation), the val split without those copies)."""
     config = tiny_config(num_steps=2)
+    data = load_from_config(config.data)
+    train_split, val = data.split("train"), data.split("val")
+    copied = train_split.take(np.flatnonzero(np.isin(train_split.labels, [
+        EMOTIONS.index(name) for name in CLASSES]))[:VAL_COPIES])
+    data = dataclasses.replace(data, splits={**data.splits, "val": Split(
+        np.concatenate([val.images, copied.images]), np.concatenate([val.labels, copied.labels]))})
     config.baseline.num_steps = 2
     config.eval.update({"cas": False, "samples_per_class": 10, "truncations": (0.0, 0.5),
                         "quality_truncation": 0.5, "kid_subsets": 20,
@@ -376,13 +386,13 @@ def gan_evaluation(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(metrics, "face_sets", recording_face_sets)
         patch.setattr(experiment, "feature_classifier", lambda *args: untrained_classifier())
-        result = experiment.train_and_evaluate(config, workdir)
-    return workdir, result, config, measured
+        result = experiment.train_and_evaluate(config, workdir, data)
+    return workdir, result, config, measured, val
 
 
 @pytest.mark.slow
 def test_gan_evaluation_writes_gan_eval_json_for_every_class_and_run(gan_evaluation):
-    workdir, result, config, _ = gan_evaluation
+    workdir, result, config, *_ = gan_evaluation
     assert result["synthetic_data"]
     assert {report["fid_reference"] for report in result["evaluation"].values()} == {"val"}
     for run_dir, classes in ((workdir, CLASSES), (workdir / "dcgan_baseline", ("disgust",))):
@@ -404,8 +414,22 @@ def test_gan_evaluation_writes_gan_eval_json_for_every_class_and_run(gan_evaluat
 
 
 @pytest.mark.slow
+def test_gan_evaluation_measures_against_val_without_its_copies_of_train(gan_evaluation):
+    workdir, result, config, measured, val = gan_evaluation
+    assert sum(result["val_copies_left_out"].values()) == VAL_COPIES
+    assert "val without its 3 exact copies of train faces" in result["evaluation"]["cgan"]["data"]
+    for truncation in config.eval.truncations:
+        for name, faces in measured[workdir, truncation].val.items():
+            np.testing.assert_array_equal(faces.images,
+                                          val.images[val.labels == EMOTIONS.index(name)])
+    report = json.loads((workdir / quality.GAN_EVAL).read_text())
+    assert {name: values["n_val"] for name, values in report["per_class"].items()} == \
+        {name: int(np.sum(val.labels == EMOTIONS.index(name))) for name in CLASSES}
+
+
+@pytest.mark.slow
 def test_gan_evaluation_measures_faces_of_the_evaluation_seed_stream(gan_evaluation):
-    workdir, _, config, measured = gan_evaluation
+    workdir, _, config, measured, _ = gan_evaluation
     sets = measured[workdir, 0.5]
     counts = {name: len(faces.images) for name, faces in sets.generated.items()}
     generators = sample.load_generators(workdir)

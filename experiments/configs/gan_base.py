@@ -82,6 +82,10 @@ def get_config() -> ml_collections.ConfigDict:
         "classifier_config": "smoke",    # experiments/configs/<name>.py (classifier presets)
         "classifier_overrides": {"num_epochs": 3},
         "samples_per_class": 100,        # generated images per class for recognizability
+        # Measure against the val faces the GAN never saw: leave out val's exact copies of
+        # training faces (FER-2013's PublicTest holds 280; fer_jax.data.duplicates) from FID,
+        # KID, precision/recall, memorization, recognizability's real recall. CAS keeps all val.
+        "val_without_train_copies": True,
         "truncations": (0.0,),           # latent truncations evaluated (0: plain normal z)
         "cas": True,                     # CAS: train cas_config on generated images only
         "cas_config": "smoke",
