@@ -59,6 +59,7 @@ ADDED_KEYS: dict[str, Any] = {
     "min_crop": 48,               # classifier augmentation: no scaled crops
     "max_crop": 48,
     "erase_prob": 0.0,            # classifier augmentation: no random erasing
+    "val_without_train_copies": False,  # studies and GAN evaluation: all of val, copies too
 }
 
 

@@ -15,7 +15,9 @@ out, so nothing here reads it. Per k, as stages of :class:`fer_jax.stages.Stages
   faces of the same classes, drawn seeded, fill the same slots in the other arms
   (``k<k>/repeats.npz``), so every arm trains on epochs of equal length and class
   frequencies: equal steps, and the arms differ only in what fills the slots;
-- per arm and seed, a run and a cell (scored on val): ``baseline`` (the ``config.baseline``
+- per arm and seed, a run and a cell (scored on val; without val's exact copies of training
+  faces when ``config.val_without_train_copies``: FER-2013's PublicTest repeats 15 of its 56
+  disgust faces from train): ``baseline`` (the ``config.baseline``
   variant of :data:`studies.ablation.VARIANTS`), ``baseline_augment`` (its augmentation with
   ``config.heavy_augment``: the null control) and ``baseline_gan`` (the GAN faces in the
   slots; skipped at a k whose gate kept no class).
@@ -47,6 +49,7 @@ from fer_jax import (
 )
 from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import FerData, Split, load_from_config, sampling
+from fer_jax.data.duplicates import with_unseen_val
 from fer_jax.errors import FerError, Interrupted
 from fer_jax.stages import Stages
 from gan import sample as gan_sample
@@ -166,6 +169,7 @@ class Dose:
                            f"least one seed (config.seeds: {config.seeds})")
         self.ks = sorted({int(k) for k in config.ks})
         self._data = None
+        self._scored = None
         self._subsets = None
 
     # ------------------------------------------------------------------------- data
@@ -174,6 +178,16 @@ class Dose:
         if self._data is None:
             self._data = load_from_config(self.config.data)
         return self._data
+
+    def scored(self) -> tuple[Split, dict[str, int]]:
+        """``(the val split cells are scored on, {class: val faces left out})``: without val's
+        exact copies of any training face (before the cut) when
+        ``config.val_without_train_copies``."""
+        if self._scored is None:
+            data, left_out = (with_unseen_val(self.data) if self.config.val_without_train_copies
+                              else (self.data, {}))
+            self._scored = data.split("val"), left_out
+        return self._scored
 
     def subsets(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """The draw and the nested training subsets (see
@@ -324,7 +338,7 @@ class Dose:
         comparisons."""
         run = self.stages.outputs(run_name(k, arm, seed))
         classifier = inference.load(self.workdir / run["path"], self.config.checkpoint)
-        labels, probs = evaluation.predict_split(classifier, self.data.split("val"), GROUPING)
+        labels, probs = evaluation.predict_split(classifier, self.scored()[0], GROUPING)
         path = self.workdir / "predictions" / f"{cell_name(k, arm, seed)}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, labels=labels, probs=probs)
@@ -350,7 +364,9 @@ class Dose:
                         clear=self.run_dir(k, arm, seed))
         cell, _ = self.stages.run(cell_name(k, arm, seed), lambda: self.score_cell(k, arm, seed),
                                   lambda: {"checkpoint": self.config.checkpoint,
-                                           "minority": self.config.minority},
+                                           "minority": self.config.minority,
+                                           "val_without_train_copies":
+                                               self.config.val_without_train_copies},
                                   label=f"{label} {cell_name(k, arm, seed)}")
         return cell
 
@@ -409,6 +425,7 @@ class Dose:
                        if (c := self.compare(cells, k, arm)) is not None]
         rates = exchange_rates(table, comparisons, self.ks)
         dose = {"data": self.data.source, "synthetic_data": self.data.synthetic,
+                "val_copies_left_out": self.scored()[1],
                 "config": run_guard.to_json(self.config), "draw": draw,
                 "train_counts": {str(k): self.subsampled(k).split("train").counts()
                                  for k in self.ks},
@@ -466,6 +483,16 @@ def comparison_rows(comparisons: list[dict]) -> list[list[str]]:
     return rows
 
 
+def scored_on(dose: dict) -> str:
+    """What the cells were scored on, for dose.md."""
+    left_out = sum(dose.get("val_copies_left_out", {}).values())
+    if not left_out:
+        return "val"
+    minority = dose["config"]["minority"]
+    return (f"val without its {left_out} exact copies of training faces "
+            f"({dose['val_copies_left_out'][minority]} of them {minority})")
+
+
 def render_report(dose: dict) -> str:
     """dose.md, from its dose.json content."""
     config = dose["config"]
@@ -478,7 +505,7 @@ def render_report(dose: dict) -> str:
               (f"Data `{dose['data']}`; real {minority} training faces cut to k = "
                f"{', '.join(map(str, sorted(map(int, dose['faces']))))} (nested, seed "
                f"{config['subsample_seed']}), every other class and val untouched, scored on "
-               f"val. Every arm is the `{config['baseline']}` recipe at equal steps (its "
+               f"{scored_on(dose)}. Every arm is the `{config['baseline']}` recipe at equal steps (its "
                "synthetic slots filled with GAN faces, or with repeats of real faces of the "
                "same classes); percentages, mean ± 95% t-interval over seeds."), "",
               "## Cells", "",

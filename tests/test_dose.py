@@ -11,7 +11,7 @@ import pytest
 from experiments import gan_dose
 from experiments.configs import dose_base
 from fer_jax.classes import EMOTION_INDEX, EMOTIONS
-from fer_jax.data import Split, sampling
+from fer_jax.data import FerData, Split, sampling
 from fer_jax.errors import FerDataError, FerError
 from studies import dose as dose_lib
 
@@ -86,6 +86,29 @@ def test_real_repeats_fill_the_slots_the_gan_faces_take(tmp_path):
     assert {n: c for n, c in repeats.counts().items() if c} == slots
     train_images = study.subsampled(4).split("train").images.reshape(-1, 48 * 48)
     assert all((train_images == image.ravel()).all(axis=1).any() for image in repeats.images)
+
+
+@pytest.mark.parametrize("leave_out", [True, False])
+def test_cells_are_scored_on_val_without_its_copies_of_training_faces(tmp_path, leave_out):
+    config = dose_base.get_config()
+    config.val_without_train_copies = leave_out
+    study = dose_lib.Dose(config, tmp_path)
+    full = study.data
+    train, val = full.split("train"), full.split("val")
+    copied = np.flatnonzero(train.labels == DISGUST)[:2]
+    study._data = FerData({"train": train, "val": Split(
+        np.concatenate([val.images, train.images[copied]]),
+        np.concatenate([val.labels, train.labels[copied]]))}, full.source, full.synthetic)
+    scored, left_out = study.scored()
+    if leave_out:
+        np.testing.assert_array_equal(scored.images, val.images)
+        assert left_out == {name: 2 * (name == "disgust") for name in EMOTIONS}
+        assert dose_lib.scored_on({"val_copies_left_out": left_out, "config": {
+            "minority": "disgust"}}) == \
+            "val without its 2 exact copies of training faces (2 of them disgust)"
+    else:
+        assert len(scored) == len(val) + 2 and left_out == {}
+        assert dose_lib.scored_on({"val_copies_left_out": left_out}) == "val"
 
 
 # ----------------------------------------------------------------------------- exchange rate

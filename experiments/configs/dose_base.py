@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.face_selection = "class"
     config.face_candidates = 100
     config.checkpoint = "latest"               # "latest" | "best" (by val accuracy)
+    # Score cells on the val faces no run trained on: leave out val's exact copies of training
+    # faces (FER-2013's PublicTest repeats 280, 15 of its 56 disgust; fer_jax.data.duplicates).
+    config.val_without_train_copies = True
     config.bootstrap_seed = 0
     # Per k, the pipeline's data, GAN and judge stages on the subsampled training split (its
     # data is config.data). synthesize: max_per_class faces of each of `classes` from the
