@@ -27,6 +27,7 @@ from fer_jax import checkpoint, classes, loop, metrics, parallel, plots, run_gua
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import sampling
 from fer_jax.data.dataset import FerData, Split
+from fer_jax.data.duplicates import copies_of
 from fer_jax.errors import FerCheckpointError, FerError
 from fer_jax.inference import ENSEMBLE_MANIFEST, load, predict_probabilities, report_and_loss
 from fer_jax.runtime import read_history
@@ -143,6 +144,7 @@ class PreparedData:
     pool_labels: np.ndarray  # encoded labels of the training pool; -1 = not in the grouping
     pool_images: np.ndarray
     val: Split  # encoded labels, rows outside the grouping dropped
+    val_copies: np.ndarray  # bool per val row: an exact copy of a training image
     source: str
     synthetic_data: bool
     skipped_records: tuple[str, ...] = ()  # bad records left out (data.strict=False)
@@ -173,6 +175,7 @@ def prepare_data(config: ml_collections.ConfigDict, data: FerData | None) -> Pre
     return PreparedData(real_train=data.split("train"), synthetic=synthetic,
                         pool_labels=grouping.encode(mix.pool.labels).astype(np.int32),
                         pool_images=mix.pool.images, val=val,
+                        val_copies=copies_of(val, data.split("train")),
                         source=data.source, synthetic_data=data.synthetic,
                         skipped_records=tuple(data.skipped_records()))
 
@@ -405,12 +408,17 @@ class _EpochOrder:
         return {"indices": self.order[position]}
 
 
+def _val_probabilities(config, states: list[TrainState], val: Split) -> np.ndarray:
+    """The members' mean probabilities on val (one member: its own)."""
+    return np.mean([predict_probabilities(state.apply_fn, inference_variables(state),
+                                          val.images, batch_size=config.eval_batch_size)
+                    for state in states], axis=0)
+
+
 def _val_report(config, states: list[TrainState], val: Split) -> tuple[dict, float]:
-    """(report, loss) on val of the members' mean probabilities (one member: its own)."""
-    probs = np.mean([predict_probabilities(state.apply_fn, inference_variables(state),
-                                           val.images, batch_size=config.eval_batch_size)
-                     for state in states], axis=0)
-    return report_and_loss(probs, val.labels, classes.grouping(config.grouping).class_names)
+    """(report, loss) on val of the members' mean probabilities."""
+    return report_and_loss(_val_probabilities(config, states, val), val.labels,
+                           classes.grouping(config.grouping).class_names)
 
 
 def _end_of_epoch(config, states: list[TrainState], prepared: PreparedData, train_means: dict,
@@ -429,10 +437,17 @@ def _end_of_epoch(config, states: list[TrainState], prepared: PreparedData, trai
 
 def _final_report(config, workdir: pathlib.Path, states: list[TrainState],
                   prepared: PreparedData, best_step: int | None) -> dict:
-    """Evaluates the final model (or ensemble) on val, prints the table, writes report.json,
+    """Evaluates the final model (or ensemble) on val, prints the table, writes report.json
+    (also scored without val's exact copies of training images, where it has some),
     confusion.png and curves.png."""
     grouping = classes.grouping(config.grouping)
-    report, loss = _val_report(config, states, prepared.val)
+    probs = _val_probabilities(config, states, prepared.val)
+    report, loss = report_and_loss(probs, prepared.val.labels, grouping.class_names)
+    reports = {"val": report}
+    unseen = ~prepared.val_copies
+    if unseen.any() and not unseen.all():
+        reports["val_without_train_copies"], _ = report_and_loss(
+            probs[unseen], prepared.val.labels[unseen], grouping.class_names)
     state = states[0]
     history = [r for r in read_history(workdir) if "val_accuracy" in r]
     out = {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
@@ -442,12 +457,17 @@ def _final_report(config, workdir: pathlib.Path, states: list[TrainState],
         label = " (SYNTHETIC data)" if prepared.synthetic_data else ""
         print(f"\nfinal model, val split{label}, grouping {grouping.name}:")
         print(metrics.format_report_table(report))
+        if "val_without_train_copies" in reports:
+            print(f"without the {int(prepared.val_copies.sum())} val images that are exact "
+                  f"copies of training images: accuracy "
+                  f"{reports['val_without_train_copies']['accuracy']:.1%}, macro-F1 "
+                  f"{reports['val_without_train_copies']['macro_f1']:.1%}")
         print(f"best val accuracy {out['best_val_accuracy']:.4f} at step {best_step}")
         (workdir / "report.json").write_text(json.dumps(
             {"data": prepared.source, "synthetic": prepared.synthetic_data,
              "grouping": grouping.name, "step": int(state.step), "best_step": best_step,
              "skipped_records": list(prepared.skipped_records),
-             "reports": {"val": report}}, indent=1))
+             "reports": reports}, indent=1))
         plots.save_confusion_png(report["confusion"], grouping.class_names,
                                  workdir / "confusion.png",
                                  title=f"{config.model} val{label}: {report['accuracy']:.1%}")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import smoke
-from fer_jax import checkpoint, inference, loop, parallel, train
+from fer_jax import checkpoint, evaluation, inference, loop, parallel, train
 from fer_jax import state as state_lib
 from fer_jax.classes import SEVEN
-from fer_jax.data import augment
+from fer_jax.data import FerData, Split, augment
 from fer_jax.errors import FerCheckpointError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -157,6 +157,19 @@ def test_training_learns_the_synthetic_faces(tiny_data, tmp_path):
     assert summary["val_macro_f1"] > 0.15
     for name in ("metrics.jsonl", "report.json", "confusion.png", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_report_also_scores_val_without_its_copies_of_training_images(tiny_data, tmp_path):
+    train_split, val = tiny_data.split("train"), tiny_data.split("val")
+    copied = train_split.take(np.arange(5))
+    data = FerData({"train": train_split, "val": Split(
+        np.concatenate([val.images, copied.images]),
+        np.concatenate([val.labels, copied.labels]))}, source="val + 5 training faces")
+    train.train_and_evaluate(tiny_config(num_epochs=1), tmp_path, data=data)
+    reports = json.loads((tmp_path / "report.json").read_text())["reports"]
+    assert reports["val"]["n"] == len(val) + 5
+    unseen = evaluation.evaluate(inference.load(tmp_path), val, SEVEN)
+    assert reports["val_without_train_copies"]["confusion"] == unseen["confusion"]
 
 
 @pytest.mark.slow
