@@ -21,7 +21,9 @@ cGAN 1.55x faster per CPU-second (2.8 vs 1.8 it/CPU-s on one core, measured 2026
 ``cpu.py`` classifier (``--config.eval.cas_config=cpu '--config.eval.cas_overrides={}'``; real
 reference 57.3%), label sensitivity 73.5% [72.4, 74.5] (1000 latents per class); to 30000:
 CAS 54.0%, label sensitivity 75.3% [74.2, 76.3], 6 of 7 per-class KIDs within 3x; to 42000
-(99 min on one core): CAS 54.3%, label sensitivity 77.3% [76.3, 78.2], 6 of 7 (README).
+(99 min on one core): CAS 54.3%, label sensitivity 77.3% [76.3, 78.2], 6 of 7 (7 of 7 against
+val without its copies of training faces); to 54000 (86 min on both cores): CAS 53.5%, label
+sensitivity 76.4% [75.3, 77.4], 7 of 7: label sensitivity stopped rising (README).
 
     python -m experiments.train_classifier --config experiments/configs/cpu.py \\
         --data ../shared/data/fer2013/fer2013_images.zip --workdir checkpoints/cpu
