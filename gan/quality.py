@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -301,4 +302,54 @@ def gan_eval_json(workdir, quality: dict, sensitivity: dict, *, fer_metrics: dic
     path = pathlib.Path(workdir) / GAN_EVAL
     path.parent.mkdir(parents=True, exist_ok=True)
     run_guard.write_json(path, report)
+    return report
+
+
+# ----------------------------------------------------------------------------- summaries
+def kid_ratios(report: dict) -> dict[str, float | None]:
+    """Per class of a :func:`gan_eval_json` report: its KID over its real-vs-real KID floor
+    (None where the floor is not positive: no ratio to read)."""
+    return {name: values["kid"]["kid"] / values["kid_floor"]["kid"]
+            if values["kid_floor"]["kid"] > 0 else None
+            for name, values in report["per_class"].items()}
+
+
+def summary_row(report: dict, *, kid_ratio: float) -> dict:
+    """The headline numbers of a :func:`gan_eval_json` report: truncation, what val was
+    (``data``), CAS with its real reference, label sensitivity with its interval,
+    recognizability, precision / recall, FER-FID with its floor, KID with its interval, the
+    classes whose KID is more than ``kid_ratio`` times their floor (worst first), and
+    memorisation."""
+    overall = report["overall"]
+    ratios = kid_ratios(report)
+    outside = sorted(((ratio, name) for name, ratio in ratios.items()
+                      if ratio is None or ratio > kid_ratio),
+                     key=lambda pair: -np.inf if pair[0] is None else -pair[0])
+    return {"data": report.get("data"), "truncation": report.get("truncation"),
+            "cas": overall.get("cas"), "cas_real_reference": overall.get("cas_real_reference"),
+            "label_sensitivity": overall["label_sensitivity"],
+            "label_sensitivity_ci": overall.get("label_sensitivity_ci"),
+            "recognizability": overall.get("recognizability"),
+            "precision": overall["precision"], "recall": overall["recall"],
+            "fid": overall.get("fid"), "fid_floor": overall.get("fid_floor"),
+            "kid": overall["kid"]["kid"], "kid_ci": overall["kid"]["ci"],
+            "classes": len(ratios), "outside_kid_ratio": [name for _, name in outside],
+            "kid_ratios": ratios,
+            "memorization_ratio": overall["memorization"]["ratio"],
+            "near_copies": overall["memorization"]["near_copies"]}
+
+
+def read_gan_eval(path) -> dict:
+    """The report of a ``gan_eval.json`` file or of a run directory holding one; FerError
+    naming the file when it is missing or not such a report."""
+    path = pathlib.Path(path)
+    path = path / GAN_EVAL if path.is_dir() else path
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FerError(f"{path}: no such file (a gan_eval.json or a GAN run directory)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FerError(f"{path}: not JSON ({error})") from None
+    if not isinstance(report, dict) or not {"per_class", "overall"} <= report.keys():
+        raise FerError(f"{path}: not a gan_eval.json report (no per_class and overall)")
     return report
