@@ -19,7 +19,6 @@ import sys
 
 from experiments.cli import add_model_arguments, check_output_file, load_model, run_main
 from fer_jax import evaluation, metrics
-from fer_jax.report import percent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,10 +48,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{' with TTA' if args.tta else ''}"
           f"{f' with the offsets of {args.calibration}' if args.calibration else ''}:")
     print(metrics.format_report_table(report))
-    if unseen := report.get("without_train_copies"):
-        print(f"without the {unseen['left_out']} {args.split} images that are exact copies of "
-              f"training images: accuracy {percent(unseen['accuracy'])}%, macro-F1 "
-              f"{percent(unseen['macro_f1'])}%")
+    if (unseen := report.get("without_train_copies")) and unseen["accuracy"] is not None:
+        print(metrics.format_without_copies(unseen["left_out"], args.split, unseen["accuracy"],
+                                            unseen["macro_f1"]))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

@@ -70,10 +70,20 @@ def report_of(labels, probs, grouping: classes.Grouping) -> dict:
 
 def evaluate(classifier: Classifier, split: Split, grouping: classes.Grouping, *,
              tta: bool = False, offsets=None, statistics: bool = False) -> dict:
-    """Classification report of ``classifier`` on ``split`` in ``grouping``; ``offsets``:
-    per-class decision offsets (:mod:`fer_jax.calibration`) applied first; ``statistics``:
-    adds bootstrap CIs and per-class AP and AUROC (:func:`fer_jax.stats.add_statistics`)."""
-    labels, probs = predict_split(classifier, split, grouping, tta=tta)
+    """Classification report of ``classifier`` on ``split`` in ``grouping`` (see
+    :func:`score`)."""
+    probs = classifier.probabilities(split.images, tta=tta, progress="predict")
+    return score(probs, split.labels, classifier.grouping, grouping, offsets=offsets,
+                 statistics=statistics)
+
+
+def score(probs, canonical_labels, source: classes.Grouping, grouping: classes.Grouping, *,
+          offsets=None, statistics: bool = False) -> dict:
+    """Classification report of a model's probabilities over ``source`` classes for images
+    with ``canonical_labels``, read in ``grouping``; ``offsets``: per-class decision offsets
+    (:mod:`fer_jax.calibration`) applied first; ``statistics``: adds bootstrap CIs and
+    per-class AP and AUROC (:func:`fer_jax.stats.add_statistics`)."""
+    labels, probs = in_view(probs, canonical_labels, source, grouping)
     if offsets is not None:
         probs = calibration.apply_offsets(probs, offsets)
     report = report_of(labels, probs, grouping)
@@ -83,17 +93,18 @@ def evaluate(classifier: Classifier, split: Split, grouping: classes.Grouping, *
     return report
 
 
-def unseen_scores(classifier: Classifier, split: Split, train: Split,
-                  grouping: classes.Grouping, *, tta: bool = False, offsets=None) -> dict:
-    """Accuracy and macro-F1 of ``classifier`` on the images of ``split`` that are not exact
-    copies of ``train`` images (FER-2013's PublicTest repeats 280 training faces):
+def unseen_scores(probs, split: Split, train: Split, source: classes.Grouping,
+                  grouping: classes.Grouping, *, offsets=None) -> dict:
+    """Accuracy and macro-F1 of a model's probabilities ``probs`` (over ``source`` classes,
+    one row per image of ``split``) on the images of ``split`` that are not exact copies of
+    ``train`` images (FER-2013's PublicTest repeats 280 training faces):
     ``{"left_out", "accuracy", "macro_f1", "recall": {class: recall}}`` (None when every image
     is a copy)."""
     copies = copies_of(split, train)
     scores = {"left_out": int(copies.sum()), "accuracy": None, "macro_f1": None, "recall": None}
     if not copies.all():
-        report = evaluate(classifier, split.take(np.flatnonzero(~copies)), grouping, tta=tta,
-                          offsets=offsets)
+        report = score(np.asarray(probs)[~copies], split.labels[~copies], source, grouping,
+                       offsets=offsets)
         scores |= {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
                    "recall": {name: row["recall"] for name, row in report["per_class"].items()}}
     return scores
@@ -114,10 +125,12 @@ def evaluation_json(classifier: Classifier, data: FerData, split: str,
     start = time.perf_counter()
     offsets = load_offsets(calibration_path, grouping) if calibration_path else None
     scored = data.split(split)
-    report = evaluate(classifier, scored, grouping, tta=tta, offsets=offsets, statistics=True)
+    probs = classifier.probabilities(scored.images, tta=tta, progress="predict")
+    report = score(probs, scored.labels, classifier.grouping, grouping, offsets=offsets,
+                   statistics=True)
     if split != "train" and data.has("train"):
-        report["without_train_copies"] = unseen_scores(classifier, scored, data.split("train"),
-                                                       grouping, tta=tta, offsets=offsets)
+        report["without_train_copies"] = unseen_scores(
+            probs, scored, data.split("train"), classifier.grouping, grouping, offsets=offsets)
     data_block = provenance.data_block(data_path, data)
     wall_seconds = time.perf_counter() - start
     if split == "test" and workdir is not None:

@@ -86,5 +86,12 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
+def format_without_copies(left_out: int, split: str, accuracy: float, macro_f1: float) -> str:
+    """The line printed under a report for its split scored without the ``left_out`` images
+    that are exact copies of training images."""
+    return (f"without the {left_out} {split} images that are exact copies of training images: "
+            f"accuracy {_percent(accuracy)}, macro-F1 {_percent(macro_f1)}")
+
+
 def _percent(fraction: float) -> str:
     return f"{100.0 * fraction:.1f}%"

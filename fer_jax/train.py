@@ -457,11 +457,10 @@ def _final_report(config, workdir: pathlib.Path, states: list[TrainState],
         label = " (SYNTHETIC data)" if prepared.synthetic_data else ""
         print(f"\nfinal model, val split{label}, grouping {grouping.name}:")
         print(metrics.format_report_table(report))
-        if "val_without_train_copies" in reports:
-            print(f"without the {int(prepared.val_copies.sum())} val images that are exact "
-                  f"copies of training images: accuracy "
-                  f"{reports['val_without_train_copies']['accuracy']:.1%}, macro-F1 "
-                  f"{reports['val_without_train_copies']['macro_f1']:.1%}")
+        if unseen_report := reports.get("val_without_train_copies"):
+            print(metrics.format_without_copies(int(prepared.val_copies.sum()), "val",
+                                                unseen_report["accuracy"],
+                                                unseen_report["macro_f1"]))
         print(f"best val accuracy {out['best_val_accuracy']:.4f} at step {best_step}")
         (workdir / "report.json").write_text(json.dumps(
             {"data": prepared.source, "synthetic": prepared.synthetic_data,

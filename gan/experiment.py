@@ -196,8 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
           f"{SYNTHETIC_NOTE if data.synthetic else data.source}", flush=True)
     runs = train_runs(config, workdir, data)
     classifier = feature_classifier(eval_config, workdir, data)
-    measured, left_out = (with_unseen_val(data) if eval_config.val_without_train_copies
-                          else (data, {}))
+    measured, left_out = with_unseen_val(data,
+                                         leave_out=eval_config.val_without_train_copies)
     reports, faces = evaluate_runs({name: run_dir for name, (run_dir, _) in runs.items()},
                                    measured, classifier, eval_config, seed=config.seed)
     result = {"data": data.source, "synthetic_data": data.synthetic,

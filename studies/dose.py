@@ -184,8 +184,8 @@ class Dose:
         exact copies of any training face (before the cut) when
         ``config.val_without_train_copies``."""
         if self._scored is None:
-            data, left_out = (with_unseen_val(self.data) if self.config.val_without_train_copies
-                              else (self.data, {}))
+            data, left_out = with_unseen_val(
+                self.data, leave_out=self.config.val_without_train_copies)
             self._scored = data.split("val"), left_out
         return self._scored
 
@@ -505,8 +505,8 @@ def render_report(dose: dict) -> str:
               (f"Data `{dose['data']}`; real {minority} training faces cut to k = "
                f"{', '.join(map(str, sorted(map(int, dose['faces']))))} (nested, seed "
                f"{config['subsample_seed']}), every other class and val untouched, scored on "
-               f"{scored_on(dose)}. Every arm is the `{config['baseline']}` recipe at equal steps (its "
-               "synthetic slots filled with GAN faces, or with repeats of real faces of the "
+               f"{scored_on(dose)}. Every arm is the `{config['baseline']}` recipe at equal "
+               "steps (its synthetic slots filled with GAN faces, or with repeats of real faces of the "
                "same classes); percentages, mean ± 95% t-interval over seeds."), "",
               "## Cells", "",
               report.markdown_table(TABLE_HEADER, table_rows(dose["table"])), "",

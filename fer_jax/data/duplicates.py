@@ -29,10 +29,12 @@ def copies_of(split: Split, reference: Split) -> np.ndarray:
     return np.array([digest in seen for digest in digests(split.images)], dtype=bool)
 
 
-def with_unseen_val(data: FerData) -> tuple[FerData, dict[str, int]]:
+def with_unseen_val(data: FerData, *, leave_out: bool = True) -> tuple[FerData, dict[str, int]]:
     """``(data whose val split leaves out its exact copies of training faces, {class: faces left
     out})``; when it left some out, the source description says how many. The test split is
-    carried along, never read."""
+    carried along, never read. ``leave_out=False``: ``(data, {})``."""
+    if not leave_out:
+        return data, {}
     train, val = data.split("train"), data.split("val")
     copies = copies_of(val, train)
     left_out = dict(zip(EMOTIONS, np.bincount(val.labels[copies], minlength=len(EMOTIONS))
