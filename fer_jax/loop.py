@@ -69,7 +69,9 @@ class Task:
       seed: the per-step keys are ``fold_in(PRNGKey(seed), step)``.
       num_steps: steps of the whole run.
       batch_size: global examples per step (for images/s).
-      init_state: a fresh host state (parameters, optimizer state ...).
+      init_state: the first host state (parameters, optimizer state ...).
+      first_step: the step the first state starts at (0; another run's step when the first
+        state continues that run's checkpoint).
       state_template: a host state of the right structure to restore into.
       step: the compiled step (:func:`fer_jax.parallel.compile_step`).
       consts: read-only step arguments, already replicated.
@@ -97,6 +99,7 @@ class Task:
     log_prefix: str = ""
     best_metric: str | None = None
     guard_ignores: tuple[str, ...] = ()
+    first_step: Callable[[PyTree], int] = lambda state: 0
     meta: dict = dataclasses.field(default_factory=dict)
 
 
@@ -219,8 +222,8 @@ class _Loop:
     # ------------------------------------------------------------------------- checkpoints
     def _start(self) -> None:
         if self.ckpt.latest_step() is None:
-            self.step, self.rollbacks, self.means = 0, 0, _Means()
             self.host = self.task.init_state()
+            self.step, self.rollbacks, self.means = self.task.first_step(self.host), 0, _Means()
             self._save()
         else:
             self._restore()

@@ -55,6 +55,7 @@ ADDED_KEYS: dict[str, Any] = {
     "ada_min_p": 0.0,             # GAN hyperparameters: no floor under ADA's probability
     "conditioning": "embedding",  # GAN hyperparameters: label embedding + per-class CBN tables
     "aux_weight": 0.0,            # GAN hyperparameters: no auxiliary classifier
+    "g_aux_scale": 1.0,           # GAN hyperparameters: G's AC term weighs aux_weight too
     "conv_impl": "xla",           # GAN hyperparameters: XLA's convolutions
     "min_crop": 48,               # classifier augmentation: no scaled crops
     "max_crop": 48,

@@ -31,11 +31,12 @@ import optax
 from flax import struct
 
 from fer_jax import loop, parallel, plots, run_guard
+from fer_jax.checkpoint import Checkpointer, has_checkpoint
 from fer_jax.classes import EMOTION_INDEX
 from fer_jax.data import load_from_config
 from fer_jax.data.augment import to_float
 from fer_jax.data.dataset import FerData, Split
-from fer_jax.errors import FerError
+from fer_jax.errors import FerCheckpointError, FerError
 from gan import losses, models, quality
 from gan.input_pipeline import BalancedBatches
 
@@ -153,6 +154,7 @@ class GanHparams:
     loss: str
     r1_gamma: float
     aux_weight: float
+    g_aux_scale: float
     g_lr: float
     d_lr: float
     betas: tuple[float, float]
@@ -386,7 +388,8 @@ class Gan:
                 {"params": state.d_params, "batch_stats": state.d_batch_stats}, fake, labels,
                 train=False, **self._class_logits_kwargs)
             logits, aux = self._split_outputs(outputs, labels, len(labels))
-            loss = self.loss_fns[1](logits) + self.hparams.aux_weight * aux
+            loss = self.loss_fns[1](logits) + (
+                self.hparams.aux_weight * self.hparams.g_aux_scale * aux)
             return loss, (updated.get("batch_stats", {}), aux)
 
         (loss, (g_batch_stats, aux)), grads = jax.value_and_grad(
@@ -522,11 +525,12 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
     task = loop.Task(
         name=f"{config.model} {workdir.name}", config=json.loads(config.to_json_best_effort()),
         seed=config.seed, num_steps=config.num_steps, batch_size=config.batch_size,
-        init_state=lambda: gan.init_state(config.seed), state_template=gan.state_template,
+        init_state=lambda: initial_state(gan, config), state_template=gan.state_template,
         step=parallel.compile_step(gan.train_step, placement, num_consts=1),
         consts=(placement.replicate(batches.images),), batch=batches.batch,
         periodic=tuple(periodic),
-        describe=lambda step, state: learning_rates(state), guard_ignores=RESUMABLE_KEYS)
+        describe=lambda step, state: learning_rates(state), guard_ignores=RESUMABLE_KEYS,
+        first_step=lambda state: int(state.step))
     result = loop.run(task, workdir, placement, loop.Schedule(
         log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints, max_rollbacks=config.max_rollbacks,
@@ -537,6 +541,24 @@ def fit(config: ml_collections.ConfigDict, workdir, split: Split, *,
     return {"workdir": str(workdir), "steps": result["step"], **summary,
             **learning_rates(result["state"]),
             "it_per_s": rate / config.batch_size if rate else None}
+
+
+def initial_state(gan: Gan, config: ml_collections.ConfigDict) -> GANState:
+    """A run's first state: fresh from ``config.seed``, or, with ``config.init_from`` (a
+    cgan workdir), that run's latest state (weights, EMA, optimizer moments, augmentation
+    probability, step: training continues from its step to ``config.num_steps``) with the
+    optimizers' hyperparameters (learning rates, betas) of ``config``. Raises
+    FerCheckpointError when ``init_from`` has no checkpoint or another architecture."""
+    fresh = gan.init_state(config.seed)
+    if not config.init_from:
+        return fresh
+    if not has_checkpoint(config.init_from):
+        raise FerCheckpointError(f"{config.init_from}: init_from has no GAN checkpoint")
+    with Checkpointer(config.init_from, best_metric=None) as checkpoints:
+        state = checkpoints.restore(gan.state_template()).state
+    return state.replace(
+        g_opt_state=state.g_opt_state._replace(hyperparams=fresh.g_opt_state.hyperparams),
+        d_opt_state=state.d_opt_state._replace(hyperparams=fresh.d_opt_state.hyperparams))
 
 
 def save_grid(gan: Gan, state: GANState, config: ml_collections.ConfigDict, path) -> None:
@@ -563,6 +585,9 @@ def train_gan(config: ml_collections.ConfigDict, workdir, data: FerData | None =
     workdir = pathlib.Path(workdir)
     data = load_from_config(config.data) if data is None else data
     split, heldout = data.split("train"), data.split("val")
+    if config.init_from and config.model != "cgan":
+        raise FerError(f"init_from ({config.init_from}) continues one cgan run; "
+                       f"model {config.model!r} trains one run per class")
     if config.model == "cgan":
         runs = {"cgan": fit(config, workdir, split, source=data.source, heldout=heldout)}
     else:

@@ -195,6 +195,54 @@ def test_a_finished_run_extended_to_more_steps_equals_the_longer_run(trained, ti
     assert_trees_equal(restore(workdir).state, restore(reference).state)
 
 
+@pytest.mark.slow
+def test_a_run_started_from_another_runs_checkpoint_continues_it(trained, tiny_data, tmp_path):
+    reference, _ = trained
+    first = tmp_path / "first4"
+    train.train_gan(tiny_config(num_steps=4), first, data=tiny_data)
+    # Same config: the continuation in a new workdir ends where the uninterrupted run does.
+    continued = tmp_path / "continued"
+    summary = train.train_gan(tiny_config(init_from=str(first)), continued,
+                              data=tiny_data)["runs"]["cgan"]
+    assert summary["steps"] == 6
+    assert_trees_equal(restore(continued).state, restore(reference).state)
+    logged = [json.loads(line) for line in (continued / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "d_loss" in r] == [5, 6]
+    with Checkpointer(continued) as checkpoints:
+        assert checkpoints.steps() == [4, 6]
+    # Changed hyperparameters take over from the saved ones (learning rates live in the state).
+    faster = tmp_path / "faster"
+    config = tiny_config(init_from=str(first))
+    config.cgan.g_lr = 1e-3
+    gan = train.build_gan(config)
+    with Checkpointer(first) as checkpoints:
+        saved = checkpoints.restore(gan.state_template()).state
+    start = train.initial_state(gan, config)
+    assert int(start.step) == 4
+    assert train.learning_rates(start) == {"g_lr": pytest.approx(1e-3),
+                                           "d_lr": pytest.approx(config.cgan.d_lr)}
+    assert_trees_equal(start.g_opt_state.inner_state, saved.g_opt_state.inner_state)
+    assert_trees_equal(start.ema_params, saved.ema_params)
+    train.train_gan(config, faster, data=tiny_data)
+    assert train.learning_rates(restore(faster).state)["g_lr"] == pytest.approx(1e-3)
+    # Another architecture is refused, naming the checkpoint.
+    wider = tiny_config(init_from=str(first))
+    wider.cgan.latent_dim = 16
+    with pytest.raises(FerError, match="first4.*not match"):
+        train.initial_state(train.build_gan(wider), wider)
+
+
+def test_a_start_from_a_missing_run_or_for_the_per_class_baseline_is_refused(tiny_data,
+                                                                              tmp_path):
+    config = tiny_config(init_from=str(tmp_path / "nowhere"))
+    with pytest.raises(FerError, match="nowhere: init_from has no GAN checkpoint"):
+        train.initial_state(train.build_gan(config), config)
+    assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(FerError, match="continues one cgan run"):
+        train.train_gan(tiny_config(model="dcgan", init_from=str(tmp_path)), tmp_path / "b",
+                        data=tiny_data)
+
+
 def test_a_rollback_halves_both_gan_learning_rates():
     state = train.build_gan(tiny_config()).init_state(0)
     base = tiny_config().cgan
@@ -507,9 +555,9 @@ def test_the_auxiliary_terms_add_their_weighted_cross_entropy_to_both_losses(tin
     keys = jax.vmap(functools.partial(jax.random.split, num=5))(batch["key"])
     labels = jnp.asarray(batch["label"])
     measured = {}
-    for weight in (0.0, 2.5):
+    for weight, g_scale in ((0.0, 1.0), (2.5, 1.0), (2.5, 3.0)):
         config = tiny_config()
-        config.cgan.aux_weight = weight
+        config.cgan.update({"aux_weight": weight, "g_aux_scale": g_scale})
         gan = train.build_gan(config)
         state = gan.init_state(0)
 
@@ -518,14 +566,16 @@ def test_the_auxiliary_terms_add_their_weighted_cross_entropy_to_both_losses(tin
             _, g_metrics = gan.g_step(state, labels, keys[:, 3:])
             return {**d_metrics, **g_metrics}
 
-        measured[weight] = jax.jit(losses)(state)
-    none, weighted = measured[0.0], measured[2.5]
+        measured[weight, g_scale] = jax.jit(losses)(state)
+    none = measured[0.0, 1.0]
     assert "d_aux" not in none and "g_aux" not in none
-    for player in ("d", "g"):
-        aux = float(weighted[f"{player}_aux"])
-        assert aux > 0
-        assert float(weighted[f"{player}_loss"]) == pytest.approx(
-            float(none[f"{player}_loss"]) + 2.5 * aux, abs=1e-5)
+    # g_aux_scale weighs G's term only: D's loss is the same, G's term is 3x as heavy.
+    for (weight, g_scale), weighted in measured.items():
+        for player, scale in (("d", 1.0), ("g", g_scale)):
+            aux = float(weighted.get(f"{player}_aux", 0.0))
+            assert (aux > 0) == (weight > 0)
+            assert float(weighted[f"{player}_loss"]) == pytest.approx(
+                float(none[f"{player}_loss"]) + weight * scale * aux, abs=1e-5)
 
 
 def test_gan_configs_saved_before_conditioning_existed_load_as_embedding():

@@ -24,6 +24,7 @@ def gan_hparams(**overrides) -> ml_collections.ConfigDict:
         # cgan: weight of the AC-GAN terms (0 = off): D gets a class head trained with
         # cross-entropy on real faces, G is pushed to make fakes that head puts in their class
         "aux_weight": 0.0,
+        "g_aux_scale": 1.0,              # cgan: G's AC term weighs aux_weight x g_aux_scale
         "g_lr": 2e-4, "d_lr": 4e-4, "betas": (0.0, 0.9),
         "ema_decay": 0.99,               # generator EMA used for sampling
         "ema_warmup_steps": 20,          # the EMA follows the weights until this step
@@ -51,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.classes = EMOTIONS         # classes drawn uniformly for every batch
     config.class_sampling = "uniform"  # "uniform" | "sqrt": classes drawn equally or ∝ √count
     config.seed = 0
+    # A cgan workdir: start from its latest state (weights, EMA, optimizer moments, ADA's p,
+    # step) and train on to num_steps under this config (same architecture, e.g. another
+    # cgan.g_aux_scale): a fine-tune in a new workdir. None: a fresh start from seed.
+    config.init_from = ml_collections.config_dict.placeholder(str)
     config.parallel = "jit"           # "jit" | "pmap"
     config.batch_size = 32
     config.num_steps = 100
