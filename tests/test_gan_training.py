@@ -211,7 +211,6 @@ def test_a_run_started_from_another_runs_checkpoint_continues_it(trained, tiny_d
     with Checkpointer(continued) as checkpoints:
         assert checkpoints.steps() == [4, 6]
     # Changed hyperparameters take over from the saved ones (learning rates live in the state).
-    faster = tmp_path / "faster"
     config = tiny_config(init_from=str(first))
     config.cgan.g_lr = 1e-3
     gan = train.build_gan(config)
@@ -223,8 +222,6 @@ def test_a_run_started_from_another_runs_checkpoint_continues_it(trained, tiny_d
                                            "d_lr": pytest.approx(config.cgan.d_lr)}
     assert_trees_equal(start.g_opt_state.inner_state, saved.g_opt_state.inner_state)
     assert_trees_equal(start.ema_params, saved.ema_params)
-    train.train_gan(config, faster, data=tiny_data)
-    assert train.learning_rates(restore(faster).state)["g_lr"] == pytest.approx(1e-3)
     # Another architecture is refused, naming the checkpoint.
     wider = tiny_config(init_from=str(first))
     wider.cgan.latent_dim = 16
