@@ -582,12 +582,12 @@ def train_gan(config: ml_collections.ConfigDict, workdir, data: FerData | None =
     overfitting monitor (see :func:`fit`). Runs resume from their latest checkpoints. Returns
     ``{"model", "data", "synthetic_data", "runs": {run name: fit summary}}``.
     """
-    workdir = pathlib.Path(workdir)
-    data = load_from_config(config.data) if data is None else data
-    split, heldout = data.split("train"), data.split("val")
     if config.init_from and config.model != "cgan":
         raise FerError(f"init_from ({config.init_from}) continues one cgan run; "
                        f"model {config.model!r} trains one run per class")
+    workdir = pathlib.Path(workdir)
+    data = load_from_config(config.data) if data is None else data
+    split, heldout = data.split("train"), data.split("val")
     if config.model == "cgan":
         runs = {"cgan": fit(config, workdir, split, source=data.source, heldout=heldout)}
     else:
