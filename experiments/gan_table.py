@@ -16,7 +16,7 @@ import pathlib
 
 from experiments.cli import check_output_file, run_main
 from fer_jax.report import markdown_table, percent, text_table
-from gan.quality import read_gan_eval, summary_row
+from gan.quality import GAN_EVAL, read_gan_eval, summary_row
 
 HEADER = ("run", "val", "trunc", "CAS % (real)", "label sensitivity % [95% CI]",
           "recognizability %", "P / R", "FER-FID (floor)", "KID [95% CI]", "KID within ratio",
@@ -29,6 +29,14 @@ def val_name(data: str | None) -> str:
     if data and marker in data:
         return f"without {data.split(marker)[1].split()[0]} train copies"
     return "all"
+
+
+def row_name(path: str) -> str:
+    """A row's name: the run directory's (also for its ``gan_eval.json``), else the file's stem."""
+    path = pathlib.Path(path)
+    if path.is_dir() or path.name == GAN_EVAL:
+        return (path if path.is_dir() else path.parent).resolve().name
+    return path.stem
 
 
 def row_cells(name: str, row: dict, kid_ratio: float) -> list[str]:
@@ -68,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output_file(args.json, "--json")
     rows = {path: summary_row(read_gan_eval(path), kid_ratio=args.kid_ratio)
             for path in args.paths}
-    cells = [row_cells(pathlib.Path(path).name if pathlib.Path(path).is_dir()
-                       else pathlib.Path(path).stem, row, args.kid_ratio)
-             for path, row in rows.items()]
+    cells = [row_cells(row_name(path), row, args.kid_ratio) for path, row in rows.items()]
     print((markdown_table if args.markdown else text_table)(HEADER, cells))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -58,6 +58,9 @@ from studies.pipeline import Pipeline
 
 ARMS = ("baseline", "baseline_augment", "baseline_gan")
 FACE_SELECTIONS = ("class", "face")
+# k's generator stage runs the pipeline's stages up to this one (data, GAN, judge) and depends
+# on their sections only: the rest of gan_pipeline (flat, two-tier, eval, ...) never runs here.
+GENERATOR_UNTIL = "judge"
 GROUPING = classes.grouping("seven")
 METRICS = {"ap": "AP", "auroc": "AUROC", "macro_f1": "macro-F1", "accuracy": "accuracy"}
 COMPARED = {"ap": "AP", "macro_f1": "macro-F1", "accuracy": "accuracy"}
@@ -231,7 +234,7 @@ class Dose:
     def train_generator(self, k: int) -> dict:
         """Stage body: the pipeline's data, GAN and judge stages on the data of k."""
         pipeline = self.pipeline(k)
-        pipeline.run(until="judge")
+        pipeline.run(until=GENERATOR_UNTIL)
         return {"path": os.path.relpath(pipeline.workdir, self.workdir)}
 
     def synthesize_faces(self, k: int) -> dict:
@@ -373,10 +376,11 @@ class Dose:
     def prepare(self, k: int) -> dict:
         """k's GAN, judge and faces stages; returns the faces stage's outputs."""
         self.stages.run(f"generator-k{k}", lambda: self.train_generator(k),
-                        lambda: {"gan_pipeline": self.config.gan_pipeline, "k": k},
+                        lambda: {"gan_pipeline": self.pipeline(k).sections(GENERATOR_UNTIL)},
                         label=f"k = {k}: GAN and judge", clear=self.k_dir(k) / "gan_pipeline")
         faces, _ = self.stages.run(f"faces-k{k}", lambda: self.synthesize_faces(k),
-                                   lambda: {"classifier_data": self.config.classifier.data,
+                                   lambda: {"synthesize": self.config.gan_pipeline.synthesize,
+                                            "classifier_data": self.config.classifier.data,
                                             "baseline": self.config.baseline,
                                             "face_selection": self.config.face_selection,
                                             "face_candidates": self.config.face_candidates},

@@ -77,6 +77,15 @@ def _mixes(config) -> list[tuple[int | None, float, str]]:
             if s.data.gan_mixing]
 
 
+def _stages_until(until: str | None) -> tuple[str, ...]:
+    """The stages in order up to and including ``until`` (all of them for None)."""
+    if until is None:
+        return STAGES
+    if until not in STAGES:
+        raise FerError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+    return STAGES[:STAGES.index(until) + 1]
+
+
 def train_two_tier(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                    data: FerData | None = None) -> dict:
     """Trains the three members with :func:`fer_jax.train.train_and_evaluate`, each in
@@ -134,17 +143,18 @@ class Pipeline:
     def run(self, until: str | None = None) -> dict[str, float]:
         """Runs every unfinished stage in order (up to and including ``until``); returns
         ``{stage: seconds}`` of the stages run now (0 for skipped ones)."""
-        if until is not None and until not in STAGES:
-            raise FerError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
         timings = {}
-        for index, name in enumerate(STAGES, 1):
+        for index, name in enumerate(_stages_until(until), 1):
             body, section, clear = getattr(self, f"stage_{name}")()
             _, seconds = self.stages.run(name, body, section,
                                          label=f"[{index}/{len(STAGES)}] {name}", clear=clear)
             timings[name] = seconds or 0.0
-            if name == until:
-                break
         return timings
+
+    def sections(self, until: str) -> dict:
+        """``{stage: the config section it reads}`` of the stages up to and including
+        ``until``: what a caller of ``run(until)`` depends on (not the rest of the config)."""
+        return {name: getattr(self, f"stage_{name}")()[1]() for name in _stages_until(until)}
 
     # ------------------------------------------------------------------------- stages
     # Each stage_<name>() gives (body, the config section body reads itself, folder to clear

@@ -217,6 +217,12 @@ def test_the_study_end_to_end_at_equal_steps_and_a_rerun_skips_everything(tmp_pa
 
     again = run_captured(args)
     assert "running" not in again and again.count("skipped (finished earlier)") == len(names)
+    # the generator stages depend on the pipeline's data, GAN and judge sections only
+    unused = run_captured(args + ["--config.gan_pipeline.flat.num_epochs=9",
+                                  "--config.gan_pipeline.gan.eval.samples_per_class=3"])
+    assert "running" not in unused and "recomputing" not in unused
+    with pytest.raises(FerError, match="synthesize"):
+        run_captured(args + ["--config.gan_pipeline.synthesize.seed=9"])
 
     with pytest.raises(FerError, match="learning_rate"):
         run_captured(args + ["--config.classifier.learning_rate=0.5"])
