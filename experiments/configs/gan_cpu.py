@@ -15,8 +15,9 @@ CAS 42.0%, label sensitivity 56.6% (targets 50% / 80%), 6000 steps in 53 min at 
 core and 8 min of evaluation: past the hour with the DCGAN baselines (~20 min more);
 ``'--config.baseline.classes=()'`` skips them, as the README's measured runs did. These times
 are XLA's convolutions; oneDNN's (``cgan.conv_impl = "onednn"``, now the default) train this
-cGAN 1.55x faster per CPU-second (2.8 vs 1.8 it/CPU-s on one core, measured 2026-12-01), so
-6000 steps should take ~35 min (not yet timed in a full run). Resumed to 24000 steps
+cGAN 1.55x faster per CPU-second (2.8 vs 1.8 it/CPU-s on one core, measured 2026-12-01); timed
+in full runs: 6000 steps in 52 min on one core while the other core trained a second GAN
+(the AC-weight fine-tunes below, 2026-12-02). Resumed to 24000 steps
 (``--config.num_steps=24000``; ~3.4 it/s on both cores with oneDNN's): CAS 52.9% with the
 ``cpu.py`` classifier (``--config.eval.cas_config=cpu '--config.eval.cas_overrides={}'``; real
 reference 57.3%), label sensitivity 73.5% [72.4, 74.5] (1000 latents per class); to 30000:
