@@ -34,9 +34,9 @@ def val_name(data: str | None) -> str:
 def row_name(path: str) -> str:
     """A row's name: the run directory's (also for its ``gan_eval.json``), else the file's stem."""
     path = pathlib.Path(path)
-    if path.is_dir() or path.name == GAN_EVAL:
-        return (path if path.is_dir() else path.parent).resolve().name
-    return path.stem
+    if path.name == GAN_EVAL:
+        path = path.parent
+    return path.resolve().name if path.is_dir() else path.stem
 
 
 def row_cells(name: str, row: dict, kid_ratio: float) -> list[str]:
